@@ -1,0 +1,1 @@
+//! The ascii framing: memcached text and meta commands. (being written)
