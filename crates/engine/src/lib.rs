@@ -1,0 +1,170 @@
+//! The storage engine contract.
+//!
+//! Everything above this crate (the store, replication, partition moves) talks to storage
+//! through the [`Engine`] trait and the formats defined here; nothing above it names a
+//! concrete engine. Like tikv's `engine_traits`, this crate deliberately has no dependency on
+//! any engine, so the fjall engine (`murakumo-engine-fjall`) and the in-memory engine
+//! ([`MemoryEngine`], for memory namespaces and deterministic simulation tests) are
+//! interchangeable, and the on-disk formats are owned by us rather than by the engine.
+//!
+//! What lives here:
+//! - [`keys`]: how a (namespace, partition, user key) triple becomes an engine key, so that a
+//!   partition is one contiguous key range (moving a partition is a prefix scan);
+//! - [`record`]: the versioned item header (client flags, expiry, CAS, sequence number, state
+//!   bits) that prefixes every stored value, guarded by fixture tests;
+//! - [`Engine`], [`WriteBatch`], [`Table`]: the operations an engine must provide.
+
+pub mod conformance;
+pub mod keys;
+mod memory;
+pub mod record;
+
+use bytes::Bytes;
+
+pub use memory::MemoryEngine;
+
+/// The logical tables an engine keeps apart.
+///
+/// Items and bookkeeping live in separate tables so that a scan over items (a partition
+/// move, the expiry sweep) never has to step over metadata, and so engines can tune them
+/// differently (fjall gives each its own LSM tree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// User items: key from [`keys::ItemKey`], value from [`record`].
+    Items,
+    /// Store bookkeeping: per-partition sequence numbers, flush watermarks, format version.
+    Meta,
+}
+
+/// One change inside a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Insert or overwrite `key` in `table`.
+    Put {
+        /// Which table.
+        table: Table,
+        /// Engine key.
+        key: Bytes,
+        /// Engine value.
+        value: Bytes,
+    },
+    /// Remove `key` from `table` (absent keys are fine).
+    Delete {
+        /// Which table.
+        table: Table,
+        /// Engine key.
+        key: Bytes,
+    },
+}
+
+/// A group of changes applied atomically: after a crash either all of them are visible or
+/// none is.
+///
+/// Group commit depends on this: the store's writer collects the mutations of many
+/// connections, together with the sequence-number bookkeeping they advance, into one batch.
+/// If the bookkeeping could land without the items (or the reverse), a restarted server
+/// would hand out a sequence number twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, table: Table, key: impl Into<Bytes>, value: impl Into<Bytes>) {
+        self.ops.push(WriteOp::Put {
+            table,
+            key: key.into(),
+            value: value.into(),
+        });
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, table: Table, key: impl Into<Bytes>) {
+        self.ops.push(WriteOp::Delete {
+            table,
+            key: key.into(),
+        });
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True when the batch holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The operations, in the order they were added (later ones win on the same key).
+    pub fn ops(&self) -> &[WriteOp] {
+        &self.ops
+    }
+
+    /// Takes the operations out.
+    pub fn into_ops(self) -> Vec<WriteOp> {
+        self.ops
+    }
+}
+
+/// A storage failure.
+///
+/// Callers do not try to recover from these: the store treats any engine error as "this
+/// node may no longer hold what it acknowledged" and takes itself out of service. The
+/// message is kept for the log line an operator will read.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine's own I/O or consistency failure.
+    #[error("storage engine failure: {0}")]
+    Storage(String),
+    /// A stored record could not be decoded (corruption, or a format from the future).
+    #[error("corrupt record: {0}")]
+    Corrupt(#[from] record::RecordError),
+}
+
+/// A key-value pair returned by a scan.
+pub type KeyValue = (Bytes, Bytes);
+
+/// What the store needs from a storage engine.
+///
+/// The contract, which both engines are tested against:
+/// - `write` applies a batch atomically and, when it returns, the batch has reached the
+///   operating system (it survives the process being killed, not necessarily a power cut);
+/// - `sync` returns once everything written before it is on stable storage;
+/// - reads see every batch whose `write` has returned.
+///
+/// Methods are synchronous: engines are fast in-memory structures with their own internal
+/// locking, and the store decides which thread runs them.
+pub trait Engine: Send + Sync + 'static {
+    /// Reads one key.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, EngineError>;
+
+    /// Applies a batch atomically; see the trait documentation for durability.
+    fn write(&self, batch: WriteBatch) -> Result<(), EngineError>;
+
+    /// Makes everything written so far durable (fsync).
+    fn sync(&self) -> Result<(), EngineError>;
+
+    /// Returns up to `limit` entries of `table` whose keys start with `prefix` and are
+    /// greater than or equal to `start`, in key order.
+    ///
+    /// A scan is chunked rather than an iterator so that callers never hold engine state
+    /// across an await point or a long pause; to continue, call again with `start` set just
+    /// past the last key returned (see [`keys::successor`]).
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, EngineError>;
+
+    /// Bytes the engine occupies on disk (0 for memory engines); for `stats`.
+    fn disk_space(&self) -> u64;
+}

@@ -1,0 +1,93 @@
+//! An engine that keeps everything in ordered maps in memory.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+use crate::{Engine, EngineError, KeyValue, Table, WriteBatch, WriteOp};
+
+/// An in-memory engine.
+///
+/// It exists for two reasons: memory-mode namespaces (okuyama's "full memory" mode), and
+/// deterministic simulation tests, where disk I/O would make runs slow and unrepeatable.
+/// It is not a stand-in for fjall in the product's persistent paths. `sync` is a no-op
+/// because there is nothing to make durable.
+#[derive(Debug, Default)]
+pub struct MemoryEngine {
+    items: RwLock<BTreeMap<Bytes, Bytes>>,
+    meta: RwLock<BTreeMap<Bytes, Bytes>>,
+}
+
+impl MemoryEngine {
+    /// An empty engine.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn table(&self, table: Table) -> &RwLock<BTreeMap<Bytes, Bytes>> {
+        match table {
+            Table::Items => &self.items,
+            Table::Meta => &self.meta,
+        }
+    }
+}
+
+impl Engine for MemoryEngine {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, EngineError> {
+        Ok(self.table(table).read().get(key).cloned())
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), EngineError> {
+        // Take both write locks for the whole batch so no reader sees half of it.
+        let mut items = self.items.write();
+        let mut meta = self.meta.write();
+        for op in batch.into_ops() {
+            match op {
+                WriteOp::Put { table, key, value } => {
+                    let map = if table == Table::Items {
+                        &mut items
+                    } else {
+                        &mut meta
+                    };
+                    map.insert(key, value);
+                }
+                WriteOp::Delete { table, key } => {
+                    let map = if table == Table::Items {
+                        &mut items
+                    } else {
+                        &mut meta
+                    };
+                    map.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, EngineError> {
+        let from = if start > prefix { start } else { prefix };
+        let map = self.table(table).read();
+        Ok(map
+            .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn disk_space(&self) -> u64 {
+        0
+    }
+}
