@@ -1,0 +1,130 @@
+//! The persistent storage engine, on fjall.
+//!
+//! fjall writes every batch to its journal before applying it, so a batch that has been
+//! handed to the operating system survives a `kill -9`; an fsync of the journal makes it
+//! survive a power cut. That maps directly onto the [`Engine`] contract: `write` commits a
+//! batch with journal flush-to-OS, and `sync` fsyncs the journal. Group commit (many
+//! connections' writes in one batch and one fsync) is the store's job, above this crate.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use murakumo_engine::{Engine, EngineError, KeyValue, Table, WriteBatch, WriteOp};
+
+/// Tuning for the fjall engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FjallOptions {
+    /// Block cache size in bytes (fjall recommends ~20–25% of memory, or all of the data
+    /// if it fits).
+    pub cache_bytes: u64,
+}
+
+impl Default for FjallOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// An [`Engine`] backed by one fjall database with a keyspace per [`Table`].
+///
+/// Both keyspaces receive writes continually (every batch of items also advances the
+/// sequence-number bookkeeping in `meta`), which matters with fjall: a keyspace that is
+/// never written can pin old journal files (fjall#288).
+pub struct FjallEngine {
+    db: Database,
+    items: Keyspace,
+    meta: Keyspace,
+}
+
+impl std::fmt::Debug for FjallEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallEngine").finish_non_exhaustive()
+    }
+}
+
+fn storage(err: &fjall::Error) -> EngineError {
+    EngineError::Storage(err.to_string())
+}
+
+impl FjallEngine {
+    /// Opens (or creates) the database in `dir`, recovering from its journal.
+    pub fn open(dir: &Path, options: FjallOptions) -> Result<Self, EngineError> {
+        let db = Database::builder(dir)
+            .cache_size(options.cache_bytes)
+            .open()
+            .map_err(|e| storage(&e))?;
+        let items = db
+            .keyspace("items", KeyspaceCreateOptions::default)
+            .map_err(|e| storage(&e))?;
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(|e| storage(&e))?;
+        Ok(Self { db, items, meta })
+    }
+
+    fn keyspace(&self, table: Table) -> &Keyspace {
+        match table {
+            Table::Items => &self.items,
+            Table::Meta => &self.meta,
+        }
+    }
+}
+
+impl Engine for FjallEngine {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, EngineError> {
+        self.keyspace(table)
+            .get(key)
+            .map(|found| found.map(Bytes::from))
+            .map_err(|e| storage(&e))
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), EngineError> {
+        // Flush the journal to the OS before returning: the acknowledgement of a write may
+        // follow immediately, and it must survive a process crash.
+        let mut commit = self.db.batch().durability(Some(PersistMode::Buffer));
+        for op in batch.into_ops() {
+            match op {
+                WriteOp::Put { table, key, value } => {
+                    commit.insert(self.keyspace(table), key, value);
+                }
+                WriteOp::Delete { table, key } => commit.remove(self.keyspace(table), key),
+            }
+        }
+        commit.commit().map_err(|e| storage(&e))
+    }
+
+    fn sync(&self) -> Result<(), EngineError> {
+        self.db
+            .persist(PersistMode::SyncAll)
+            .map_err(|e| storage(&e))
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, EngineError> {
+        let from = if start > prefix { start } else { prefix };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for guard in self.keyspace(table).range(from..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = guard.into_inner().map_err(|e| storage(&e))?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((Bytes::from(key), Bytes::from(value)));
+        }
+        Ok(out)
+    }
+
+    fn disk_space(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+}
