@@ -8,7 +8,8 @@
 //!      6    4 expiry, Unix seconds (u32, big-endian; 0 = never expires)
 //!     10    8 CAS                 (u64, big-endian)
 //!     18    8 sequence number     (u64, big-endian; position in its partition's history)
-//!     26    - value
+//!     26    4 written at, Unix seconds (u32, big-endian; time of the last write)
+//!     30    - value
 //! ```
 //!
 //! The format is ours, not the engine's: replication ships these bytes between servers and
@@ -22,7 +23,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub const CURRENT_VERSION: u8 = 1;
 
 /// Size of the version-1 header.
-pub const HEADER_LEN: usize = 26;
+pub const HEADER_LEN: usize = 30;
 
 /// State bits of an item, beyond its value.
 ///
@@ -81,6 +82,9 @@ pub struct ItemHeader {
     pub cas: u64,
     /// Sequence number of the write that produced this record, within its partition.
     pub seq: u64,
+    /// When the record was written (Unix seconds): the item's age for `stats` and the
+    /// meta protocol's "last access" of an item nobody has fetched since.
+    pub written_at: u32,
 }
 
 /// Why a record could not be decoded.
@@ -116,6 +120,7 @@ impl Record {
         out.put_u32(self.header.expires_at);
         out.put_u64(self.header.cas);
         out.put_u64(self.header.seq);
+        out.put_u32(self.header.written_at);
         out.put_slice(&self.value);
         out.freeze()
     }
@@ -150,6 +155,7 @@ pub fn decode_header(encoded: &[u8]) -> Result<ItemHeader, RecordError> {
         expires_at: u32_at(6),
         cas: u64_at(10),
         seq: u64_at(18),
+        written_at: u32_at(26),
     })
 }
 
@@ -160,12 +166,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(bits in 0u8..8, client_flags: u32, expires_at: u32, cas: u64, seq: u64,
+        fn round_trip(bits in 0u8..8, client_flags: u32, expires_at: u32, cas: u64, seq: u64, written_at: u32,
                       value in proptest::collection::vec(any::<u8>(), 0..512)) {
             let record = Record {
                 header: ItemHeader {
                     state: ItemState::from_bits(bits).unwrap(),
-                    client_flags, expires_at, cas, seq,
+                    client_flags, expires_at, cas, seq, written_at,
                 },
                 value: Bytes::from(value),
             };

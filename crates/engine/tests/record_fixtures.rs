@@ -8,7 +8,8 @@ use bytes::Bytes;
 use murakumo_engine::keys::ItemKey;
 use murakumo_engine::record::{ItemHeader, ItemState, Record};
 
-/// A version-1 record: stale, flags 0xDEADBEEF, expiry 1_700_000_000, CAS 42, seq 7, "hi".
+/// A version-1 record: stale, flags 0xDEADBEEF, expiry 1_700_000_000, CAS 42, seq 7,
+/// written at 1_600_000_000, value "hi".
 const RECORD_V1: &[u8] = &[
     0x01, // version
     0x02, // state: STALE
@@ -16,6 +17,7 @@ const RECORD_V1: &[u8] = &[
     0x65, 0x53, 0xF1, 0x00, // expires at 1_700_000_000
     0, 0, 0, 0, 0, 0, 0, 42, // cas
     0, 0, 0, 0, 0, 0, 0, 7, // seq
+    0x5F, 0x5E, 0x10, 0x00, // written at 1_600_000_000
     b'h', b'i',
 ];
 
@@ -27,6 +29,7 @@ fn sample() -> Record {
             expires_at: 1_700_000_000,
             cas: 42,
             seq: 7,
+            written_at: 1_600_000_000,
         },
         value: Bytes::from_static(b"hi"),
     }

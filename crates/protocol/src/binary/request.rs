@@ -18,7 +18,9 @@ pub const MAX_SASL_MECHANISM_LEN: usize = 32;
 /// Bodies beyond this are answered from the header alone and left to the connection to
 /// discard ([`AfterError::Swallow`]), so a hostile length (a 2 GiB "value" on a `Get`) is
 /// never buffered. 4 KiB covers every malformed frame a confused client plausibly sends (a
-/// key or extras of the wrong size), and costs nothing to hold.
+/// key or extras of the wrong size), and costs nothing to hold. With limits so small that an
+/// accepted frame could not be this long, the smaller bound applies, so that a rejected frame
+/// never needs more buffer than an accepted one.
 pub const REJECTED_BODY_WAIT_LIMIT: u32 = 4096;
 
 /// The fields of a request header that outlive decoding.
@@ -728,12 +730,12 @@ fn judge(raw: &RawHeader, limits: &Limits) -> Verdict {
 ///   Unknown opcodes decode to [`Command::Unknown`] when their body is small.
 /// - `Done { item: Err(rejection), consumed }`: send `rejection.response`, then follow
 ///   `rejection.after`. A bad magic byte closes. A malformed or oversized frame whose body
-///   is at most [`REJECTED_BODY_WAIT_LIMIT`] is waited for and consumed whole (`Continue`);
-///   a larger one consumes only the header and asks to `Swallow` the body, which is never
-///   buffered.
+///   is at most [`REJECTED_BODY_WAIT_LIMIT`] (or what `limits` allow a valid frame, if less)
+///   is waited for and consumed whole (`Continue`); a larger one consumes only the header
+///   and asks to `Swallow` the body, which is never buffered.
 ///
-/// An accepted frame is never longer than 24 + 20 + `max_key_len` + `max_value_len` bytes, so
-/// the decoder never asks the caller to hold more than that.
+/// The decoder never answers `Incomplete` to a buffer of [`max_request_len`] bytes, so a
+/// connection's read buffer need never grow beyond that.
 pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Rejection>> {
     let Some(&magic) = buf.first() else {
         return Decoded::Incomplete;
@@ -772,7 +774,7 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Re
                 consumed: frame_len,
             }
         }
-        Verdict::Unknown if raw.body_len <= REJECTED_BODY_WAIT_LIMIT => {
+        Verdict::Unknown if raw.body_len <= wait_limit(limits) => {
             let frame_len = HEADER_LEN + raw.body_len as usize;
             if buf.len() < frame_len {
                 return Decoded::Incomplete;
@@ -785,19 +787,40 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Re
                 consumed: frame_len,
             }
         }
-        Verdict::Unknown => reject(buf, &raw, &header, Status::UnknownCommand),
-        Verdict::Reject(status) => reject(buf, &raw, &header, status),
+        Verdict::Unknown => reject(buf, &raw, &header, limits, Status::UnknownCommand),
+        Verdict::Reject(status) => reject(buf, &raw, &header, limits, status),
     }
+}
+
+/// The largest body an accepted frame can have under `limits`: the longest extras (an
+/// incr/decr's 20 bytes), the longest key and the largest value.
+fn max_accepted_body(limits: &Limits) -> usize {
+    20_usize
+        .saturating_add(limits.max_key_len)
+        .saturating_add(limits.max_value_len)
+}
+
+/// The longest frame [`decode_request`] ever waits for under `limits`: a read buffer this
+/// large always holds enough to decode or reject the request at its front.
+pub fn max_request_len(limits: &Limits) -> usize {
+    HEADER_LEN.saturating_add(max_accepted_body(limits))
+}
+
+/// See [`REJECTED_BODY_WAIT_LIMIT`].
+fn wait_limit(limits: &Limits) -> u32 {
+    let accepted = u32::try_from(max_accepted_body(limits)).unwrap_or(u32::MAX);
+    REJECTED_BODY_WAIT_LIMIT.min(accepted)
 }
 
 fn reject(
     buf: &[u8],
     raw: &RawHeader,
     header: &RequestHeader,
+    limits: &Limits,
     status: Status,
 ) -> Decoded<Result<Request, Rejection>> {
     let response = Response::for_request(header, status);
-    if raw.body_len <= REJECTED_BODY_WAIT_LIMIT {
+    if raw.body_len <= wait_limit(limits) {
         let frame_len = HEADER_LEN + raw.body_len as usize;
         if buf.len() < frame_len {
             return Decoded::Incomplete;
