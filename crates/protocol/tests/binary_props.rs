@@ -26,6 +26,11 @@ fn value() -> impl Strategy<Value = Bytes> {
 
 /// Every command the decoder accepts under the default limits.
 fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![item_command(), other_command()]
+}
+
+/// Commands that address an item.
+fn item_command() -> impl Strategy<Value = Command> {
     prop_oneof![
         (key(), any::<bool>(), any::<bool>()).prop_map(|(key, quiet, return_key)| {
             Command::Get {
@@ -82,33 +87,43 @@ fn command() -> impl Strategy<Value = Command> {
             }
         }),
         (key(), any::<bool>()).prop_map(|(key, quiet)| Command::Delete { key, quiet }),
-        (
-            key(),
-            any::<u64>(),
-            any::<u64>(),
-            any::<u32>(),
-            any::<bool>(),
-            any::<bool>()
-        )
-            .prop_map(|(key, delta, initial, exptime, quiet, incr)| {
-                if incr {
-                    Command::Increment {
-                        key,
-                        delta,
-                        initial,
-                        exptime,
-                        quiet,
-                    }
-                } else {
-                    Command::Decrement {
-                        key,
-                        delta,
-                        initial,
-                        exptime,
-                        quiet,
-                    }
+        counter_command(),
+    ]
+}
+
+fn counter_command() -> impl Strategy<Value = Command> {
+    (
+        key(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u32>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(key, delta, initial, exptime, quiet, incr)| {
+            if incr {
+                Command::Increment {
+                    key,
+                    delta,
+                    initial,
+                    exptime,
+                    quiet,
                 }
-            }),
+            } else {
+                Command::Decrement {
+                    key,
+                    delta,
+                    initial,
+                    exptime,
+                    quiet,
+                }
+            }
+        })
+}
+
+/// Commands that address no item, and unknown opcodes.
+fn other_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
         any::<bool>().prop_map(|quiet| Command::Quit { quiet }),
         (proptest::option::of(any::<u32>()), any::<bool>())
             .prop_map(|(exptime, quiet)| Command::Flush { exptime, quiet }),
@@ -189,10 +204,7 @@ fn request_like_bytes() -> impl Strategy<Value = Vec<u8>> {
             any::<u8>()
         ],
         prop_oneof![Just(0_u16), 0..300_u16, any::<u16>()],
-        prop_oneof![
-            proptest::sample::select(vec![0_u8, 4, 8, 20]),
-            any::<u8>()
-        ],
+        prop_oneof![proptest::sample::select(vec![0_u8, 4, 8, 20]), any::<u8>()],
         prop_oneof![0..700_u32, 4000..5000_u32, any::<u32>()],
         vec(any::<u8>(), 0..800),
     )
@@ -250,10 +262,10 @@ fn check_decode_invariants(buf: &[u8], limits: &Limits) -> Result<(), TestCaseEr
                         AfterError::Continue => prop_assert!(consumed >= HEADER_LEN),
                         AfterError::Swallow(n) => {
                             prop_assert_eq!(consumed, HEADER_LEN);
-                            prop_assert!(n > u64::from(REJECTED_BODY_WAIT_LIMIT.min(
-                                u32::try_from(max_request_len(limits) - HEADER_LEN)
-                                    .unwrap_or(u32::MAX)
-                            )));
+                            let accepted_body = max_request_len(limits) - HEADER_LEN;
+                            let wait = REJECTED_BODY_WAIT_LIMIT
+                                .min(u32::try_from(accepted_body).unwrap_or(u32::MAX));
+                            prop_assert!(n > u64::from(wait));
                         }
                     }
                     if buf[0] == 0x80 {
@@ -362,8 +374,10 @@ proptest! {
         stream.extend_from_slice(&encoded(&next));
 
         let skip = match decode_request(&stream, &limits) {
-            Decoded::Done { item: Ok(_), consumed }
-            | Decoded::Done { item: Err(Rejection { after: AfterError::Continue, .. }), consumed } => consumed,
+            Decoded::Done {
+                item: Ok(_) | Err(Rejection { after: AfterError::Continue, .. }),
+                consumed,
+            } => consumed,
             Decoded::Done { item: Err(Rejection { after: AfterError::Swallow(n), .. }), consumed } => {
                 consumed + usize::try_from(n).unwrap()
             }
