@@ -48,7 +48,7 @@ pub use meta::{
     MetaArith, MetaArithFlag, MetaArithMode, MetaDebugResponse, MetaDelete, MetaDeleteFlag,
     MetaGet, MetaGetFlag, MetaResponse, MetaSet, MetaSetFlag, MetaSetMode, MetaStatus, ReturnFlag,
 };
-pub use response::{ResponseError, decode_response, encode_response};
+pub use response::{MAX_RESPONSE_LINE, ResponseError, decode_response, encode_response};
 use tokens::{LineScan, Tokens};
 
 /// One client request, decoded and owning its bytes.
@@ -460,7 +460,12 @@ pub(crate) mod test_support {
                 item: Ok(req),
                 consumed,
             } => {
-                assert_eq!(consumed, buf.len(), "consumed for {:?}", String::from_utf8_lossy(buf));
+                assert_eq!(
+                    consumed,
+                    buf.len(),
+                    "consumed for {:?}",
+                    String::from_utf8_lossy(buf)
+                );
                 req
             }
             other => panic!("{:?} decoded to {other:?}", String::from_utf8_lossy(buf)),
@@ -475,7 +480,12 @@ pub(crate) mod test_support {
                 item: Err(rej),
                 consumed,
             } => {
-                assert_eq!(consumed, buf.len(), "consumed for {:?}", String::from_utf8_lossy(buf));
+                assert_eq!(
+                    consumed,
+                    buf.len(),
+                    "consumed for {:?}",
+                    String::from_utf8_lossy(buf)
+                );
                 (rej.reply.to_string(), rej.after)
             }
             other => panic!("{:?} decoded to {other:?}", String::from_utf8_lossy(buf)),

@@ -1,0 +1,213 @@
+//! `flush_all`, `verbosity` and `stats`: the commands about the server rather than an item.
+//! (`version` and `quit` take no arguments and are decoded in the dispatch.)
+
+use bytes::{Bytes, BytesMut};
+
+use super::tokens::{BAD_FORMAT, parse_i64, parse_u32, put_i64, put_u64};
+use super::{Frame, Outcome, Rejection, Request, put_noreply};
+
+/// `flush_all [delay] [noreply]`.
+pub(super) fn parse_flush_all(frame: &Frame<'_>) -> Outcome {
+    let toks = &frame.tokens;
+    if !(1..=3).contains(&toks.len()) {
+        return frame.line_only(Err(Rejection::unknown()));
+    }
+    let noreply = toks.len() > 1 && toks.last_is_noreply();
+    let mut delay = 0;
+    if toks.len() != if noreply { 2 } else { 1 } {
+        match toks.get(1).and_then(parse_i64) {
+            Some(d) => delay = d,
+            None => return frame.line_only(Err(Rejection::client("invalid exptime argument"))),
+        }
+    }
+    frame.line_only(Ok(Request::FlushAll { delay, noreply }))
+}
+
+/// `verbosity <level> [noreply]`.
+pub(super) fn parse_verbosity(frame: &Frame<'_>) -> Outcome {
+    let toks = &frame.tokens;
+    if toks.len() != 2 && toks.len() != 3 {
+        return frame.line_only(Err(Rejection::unknown()));
+    }
+    let noreply = toks.last_is_noreply();
+    let Some(level) = toks.get(1).and_then(parse_u32) else {
+        return frame.line_only(Err(Rejection::client(BAD_FORMAT)));
+    };
+    frame.line_only(Ok(Request::Verbosity { level, noreply }))
+}
+
+/// `stats [args…]`: the arguments are passed on joined by single spaces, since which groups
+/// exist is the server's business, not the parser's.
+pub(super) fn parse_stats(frame: &Frame<'_>) -> Outcome {
+    let mut args = frame.tokens.all_from(1);
+    let group = args.next().map(|first| {
+        let mut group = BytesMut::from(first);
+        for arg in args {
+            group.extend_from_slice(b" ");
+            group.extend_from_slice(arg);
+        }
+        group.freeze()
+    });
+    frame.line_only(Ok(Request::Stats { group }))
+}
+
+pub(super) fn encode_flush_all(delay: i64, noreply: bool, out: &mut BytesMut) {
+    out.extend_from_slice(b"flush_all");
+    if delay != 0 {
+        out.extend_from_slice(b" ");
+        put_i64(out, delay);
+    }
+    put_noreply(noreply, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+pub(super) fn encode_verbosity(level: u32, noreply: bool, out: &mut BytesMut) {
+    out.extend_from_slice(b"verbosity ");
+    put_u64(out, u64::from(level));
+    put_noreply(noreply, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+pub(super) fn encode_stats(group: Option<&Bytes>, out: &mut BytesMut) {
+    out.extend_from_slice(b"stats");
+    if let Some(group) = group {
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(group);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{encoded, ok, rejected};
+    use super::*;
+
+    #[test]
+    fn flush_all_forms() {
+        assert_eq!(
+            ok(b"flush_all\r\n"),
+            Request::FlushAll {
+                delay: 0,
+                noreply: false
+            }
+        );
+        assert_eq!(
+            ok(b"flush_all 10\r\n"),
+            Request::FlushAll {
+                delay: 10,
+                noreply: false
+            }
+        );
+        assert_eq!(
+            ok(b"flush_all noreply\r\n"),
+            Request::FlushAll {
+                delay: 0,
+                noreply: true
+            }
+        );
+        assert_eq!(
+            ok(b"flush_all 10 noreply\r\n"),
+            Request::FlushAll {
+                delay: 10,
+                noreply: true
+            }
+        );
+        assert_eq!(
+            ok(b"flush_all -1\r\n"),
+            Request::FlushAll {
+                delay: -1,
+                noreply: false
+            }
+        );
+    }
+
+    #[test]
+    fn flush_all_errors() {
+        assert_eq!(
+            rejected(b"flush_all soon\r\n").0,
+            "CLIENT_ERROR invalid exptime argument"
+        );
+        assert_eq!(
+            rejected(b"flush_all noreply 10\r\n").0,
+            "CLIENT_ERROR invalid exptime argument"
+        );
+        assert_eq!(rejected(b"flush_all 1 2 3\r\n").0, "ERROR");
+    }
+
+    #[test]
+    fn verbosity_forms_and_errors() {
+        assert_eq!(
+            ok(b"verbosity 1\r\n"),
+            Request::Verbosity {
+                level: 1,
+                noreply: false
+            }
+        );
+        assert_eq!(
+            ok(b"verbosity 2 noreply\r\n"),
+            Request::Verbosity {
+                level: 2,
+                noreply: true
+            }
+        );
+        assert_eq!(rejected(b"verbosity\r\n").0, "ERROR");
+        assert_eq!(rejected(b"verbosity 1 2 3\r\n").0, "ERROR");
+        assert_eq!(
+            rejected(b"verbosity loud\r\n").0,
+            "CLIENT_ERROR bad command line format"
+        );
+        assert_eq!(
+            rejected(b"verbosity noreply\r\n").0,
+            "CLIENT_ERROR bad command line format"
+        );
+    }
+
+    #[test]
+    fn stats_groups() {
+        assert_eq!(ok(b"stats\r\n"), Request::Stats { group: None });
+        assert_eq!(
+            ok(b"stats settings\r\n"),
+            Request::Stats {
+                group: Some(Bytes::from_static(b"settings"))
+            }
+        );
+        assert_eq!(
+            ok(b"stats  detail   dump\r\n"),
+            Request::Stats {
+                group: Some(Bytes::from_static(b"detail dump"))
+            }
+        );
+    }
+
+    #[test]
+    fn encodings() {
+        assert_eq!(
+            encoded(&Request::FlushAll {
+                delay: 0,
+                noreply: true
+            }),
+            b"flush_all noreply\r\n"
+        );
+        assert_eq!(
+            encoded(&Request::FlushAll {
+                delay: 9,
+                noreply: false
+            }),
+            b"flush_all 9\r\n"
+        );
+        assert_eq!(
+            encoded(&Request::Verbosity {
+                level: 1,
+                noreply: true
+            }),
+            b"verbosity 1 noreply\r\n"
+        );
+        assert_eq!(
+            encoded(&Request::Stats {
+                group: Some(Bytes::from_static(b"items"))
+            }),
+            b"stats items\r\n"
+        );
+        assert_eq!(encoded(&Request::Stats { group: None }), b"stats\r\n");
+    }
+}

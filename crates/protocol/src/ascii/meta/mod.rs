@@ -1,0 +1,52 @@
+//! The meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`) and their replies.
+//!
+//! Each command is `<cmd> <key> <flags>*`, where a flag is one letter optionally followed by
+//! a token. Flags are kept as typed values in the order the client sent them, because
+//! memcached answers with its return flags in request order and a gateway must do the same.
+//! A base64 key (`b`) is decoded here; the command remembers that it was base64 so that a
+//! `k` in the reply can print it the same way.
+//!
+//! memcached checks every flag it knows on every meta command and then ignores the ones a
+//! command does not use; we do the same, so a flag in a command's typed list is one that
+//! command acts on.
+
+pub(crate) mod arith;
+pub(crate) mod debug;
+pub(crate) mod delete;
+pub(crate) mod flags;
+pub(crate) mod get;
+pub(crate) mod reply;
+pub(crate) mod set;
+
+use bytes::{Bytes, BytesMut};
+
+use super::base64;
+
+pub use arith::{MetaArith, MetaArithFlag, MetaArithMode};
+pub use delete::{MetaDelete, MetaDeleteFlag};
+pub use get::{MetaGet, MetaGetFlag};
+pub use reply::{MetaDebugResponse, MetaResponse, MetaStatus, ReturnFlag};
+pub use set::{MetaSet, MetaSetFlag, MetaSetMode};
+
+/// Writes the key token of a meta command: as is, or base64-encoded followed later by the
+/// `b` flag, which [`put_base64_flag`] writes.
+pub(crate) fn put_key(key: &[u8], base64: bool, out: &mut BytesMut) {
+    if base64 {
+        base64::encode_into(key, out);
+    } else {
+        out.extend_from_slice(key);
+    }
+}
+
+/// Writes ` b` when the key was base64.
+pub(crate) fn put_base64_flag(base64: bool, out: &mut BytesMut) {
+    if base64 {
+        out.extend_from_slice(b" b");
+    }
+}
+
+/// Writes ` <letter><token>` for a flag with a token (opaque values and the like).
+pub(crate) fn put_flag_bytes(letter: u8, token: &Bytes, out: &mut BytesMut) {
+    out.extend_from_slice(&[b' ', letter]);
+    out.extend_from_slice(token);
+}
