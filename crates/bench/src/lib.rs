@@ -112,8 +112,7 @@ impl BenchArgs {
     /// Checks what clap cannot (and everything, for callers that build `BenchArgs` in code).
     fn validate(&self) -> Result<(), BenchError> {
         let invalid = |why: String| Err(BenchError::InvalidArgs(why));
-        if self.connections == 0 || self.pipeline == 0 || self.keys == 0 || self.timeout_ms == 0
-        {
+        if self.connections == 0 || self.pipeline == 0 || self.keys == 0 || self.timeout_ms == 0 {
             return invalid(
                 "--connections, --pipeline, --keys and --timeout-ms must be at least 1".into(),
             );
@@ -253,15 +252,40 @@ mod tests {
     #[test]
     fn every_flag_parses() {
         let args = parse(&[
-            "--server", "10.0.0.1:2", "--connections", "3", "--pipeline", "16", "--ratio", "0:1",
-            "--keys", "1000000", "--key-prefix", "x:", "--value-size", "0", "--duration", "0",
-            "--max-ops", "7", "--prefill", "--json", "--quiet", "--seed", "9", "--timeout-ms", "10",
+            "--server",
+            "10.0.0.1:2",
+            "--connections",
+            "3",
+            "--pipeline",
+            "16",
+            "--ratio",
+            "0:1",
+            "--keys",
+            "1000000",
+            "--key-prefix",
+            "x:",
+            "--value-size",
+            "0",
+            "--duration",
+            "0",
+            "--max-ops",
+            "7",
+            "--prefill",
+            "--json",
+            "--quiet",
+            "--seed",
+            "9",
+            "--timeout-ms",
+            "10",
         ])
         .unwrap();
         assert_eq!(args.server, "10.0.0.1:2");
         assert_eq!((args.connections, args.pipeline), (3, 16));
         assert_eq!(args.ratio, Ratio { sets: 0, gets: 1 });
-        assert_eq!((args.keys, args.value_size, args.duration), (1_000_000, 0, 0));
+        assert_eq!(
+            (args.keys, args.value_size, args.duration),
+            (1_000_000, 0, 0)
+        );
         assert_eq!(args.max_ops, Some(7));
         assert!(args.prefill && args.json && args.quiet);
         assert_eq!((args.seed, args.timeout_ms), (9, 10));
@@ -292,11 +316,20 @@ mod tests {
             f(&mut a);
             a.validate()
         };
-        assert!(matches!(with(&|a| a.key_prefix = "a b".into()), Err(BenchError::InvalidArgs(_))));
-        assert!(matches!(with(&|a| a.key_prefix = "a\n".into()), Err(BenchError::InvalidArgs(_))));
+        assert!(matches!(
+            with(&|a| a.key_prefix = "a b".into()),
+            Err(BenchError::InvalidArgs(_))
+        ));
+        assert!(matches!(
+            with(&|a| a.key_prefix = "a\n".into()),
+            Err(BenchError::InvalidArgs(_))
+        ));
         // 245 + "99999" = 250 bytes is the longest key allowed.
         assert!(with(&|a| a.key_prefix = "k".repeat(245)).is_ok());
-        assert!(matches!(with(&|a| a.key_prefix = "k".repeat(246)), Err(BenchError::InvalidArgs(_))));
+        assert!(matches!(
+            with(&|a| a.key_prefix = "k".repeat(246)),
+            Err(BenchError::InvalidArgs(_))
+        ));
         assert!(matches!(
             with(&|a| {
                 a.pipeline = 10_000;
@@ -304,6 +337,9 @@ mod tests {
             }),
             Err(BenchError::InvalidArgs(_))
         ));
-        assert!(matches!(with(&|a| a.connections = 0), Err(BenchError::InvalidArgs(_))));
+        assert!(matches!(
+            with(&|a| a.connections = 0),
+            Err(BenchError::InvalidArgs(_))
+        ));
     }
 }
