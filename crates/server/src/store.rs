@@ -1,0 +1,606 @@
+//! The store: reads on the caller's thread, writes through the writer thread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use murakumo_engine::keys::{
+    DEFAULT_NAMESPACE, ItemKey, NamespaceId, PartitionId, partition_prefix, successor,
+};
+use murakumo_engine::record::{ItemHeader, ItemState, Record};
+use murakumo_engine::{Engine, EngineError, Table, WriteBatch};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
+
+use crate::clock::Clock;
+use crate::error::StoreError;
+use crate::expiry::is_expired;
+use crate::ops::{
+    ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, FetchOutcome, FetchRequest, Item,
+    StoreOutcome, StoreRequest,
+};
+use crate::partition::{
+    FORMAT_KEY, FORMAT_VERSION, PARTITION_STATE_PREFIX, PENDING_FLUSH_PREFIX, PartitionState,
+    parse_state_key,
+};
+use crate::placement::{PARTITIONS, partition_of};
+use crate::writer::{Job, Op, OpOutcome, Writer};
+
+/// When writes become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// fsync every commit group before acknowledging it (`--sync always`). Connections
+    /// that write at the same time share each fsync.
+    Always,
+    /// Acknowledge once the write has reached the operating system (safe against a process
+    /// crash), and fsync in the background at this interval (`--sync periodic`).
+    Periodic(Duration),
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        Self::Periodic(Duration::from_millis(5))
+    }
+}
+
+/// How the background sweep that reclaims expired and flushed items paces itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepConfig {
+    /// Pause between two full passes over all partitions.
+    pub pass_interval: Duration,
+    /// Pause between partitions within a pass, so a sweep never competes hard with
+    /// client traffic.
+    pub partition_pause: Duration,
+    /// Records examined per engine scan.
+    pub chunk: usize,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        Self {
+            pass_interval: Duration::from_secs(30),
+            partition_pause: Duration::from_millis(2),
+            chunk: 512,
+        }
+    }
+}
+
+/// Store configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Durability of acknowledged writes.
+    pub sync: SyncPolicy,
+    /// Largest value the store will build (append/prepend results included).
+    pub max_value_len: usize,
+    /// Expired-item reclamation.
+    pub sweep: SweepConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            sync: SyncPolicy::default(),
+            max_value_len: 1024 * 1024,
+            sweep: SweepConfig::default(),
+        }
+    }
+}
+
+/// Counters the store maintains, with memcached's names where one exists.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Records stored, including expired ones not yet reclaimed (`curr_items`).
+    pub curr_items: AtomicU64,
+    /// Bytes of those records (`bytes`).
+    pub bytes: AtomicU64,
+    /// Writes of an item since start (`total_items`).
+    pub total_items: AtomicU64,
+    /// Expired or flushed records removed by the sweep (`reclaimed`).
+    pub reclaimed: AtomicU64,
+    /// Commit groups written (each is one engine batch, and one fsync with `Always`).
+    pub commit_groups: AtomicU64,
+    /// Total time spent committing groups, in microseconds.
+    pub commit_micros: AtomicU64,
+}
+
+/// A snapshot of [`StoreStats`] plus engine figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStatsSnapshot {
+    /// `curr_items`.
+    pub curr_items: u64,
+    /// `bytes`.
+    pub bytes: u64,
+    /// `total_items`.
+    pub total_items: u64,
+    /// `reclaimed`.
+    pub reclaimed: u64,
+    /// Commit groups written.
+    pub commit_groups: u64,
+    /// Microseconds spent committing.
+    pub commit_micros: u64,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+}
+
+/// State shared by the store handle, the writer, the syncer and the sweeper.
+pub(crate) struct Shared {
+    pub(crate) engine: Arc<dyn Engine>,
+    pub(crate) clock: Clock,
+    pub(crate) stats: StoreStats,
+    /// Per namespace, per partition: records at or below this sequence were flushed.
+    flushed: HashMap<NamespaceId, Vec<AtomicU64>>,
+    failure: RwLock<Option<String>>,
+    /// Bumped after every committed group, so the syncer knows when there is work.
+    pub(crate) writes_committed: AtomicU64,
+    stopping: AtomicBool,
+    sweep_wake: Sender<()>,
+}
+
+impl Shared {
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure.read().clone()
+    }
+
+    /// Takes the store out of service. Logged once, loudly: an operator must act.
+    pub(crate) fn fail(&self, err: &EngineError) {
+        let mut failure = self.failure.write();
+        if failure.is_none() {
+            tracing::error!(
+                error = %err,
+                "storage failure: this node stops serving reads and writes, because it can no \
+                 longer guarantee that acknowledged writes are on disk; restart it after \
+                 checking the disk"
+            );
+            *failure = Some(err.to_string());
+        }
+    }
+
+    pub(crate) fn flushed_seq(&self, namespace: NamespaceId, partition: PartitionId) -> &AtomicU64 {
+        static NONE: AtomicU64 = AtomicU64::new(0);
+        self.flushed
+            .get(&namespace)
+            .and_then(|v| v.get(usize::from(partition)))
+            .unwrap_or(&NONE)
+    }
+
+    pub(crate) fn sweep_soon(&self) {
+        let _ = self.sweep_wake.try_send(());
+    }
+}
+
+/// Whether a stored record is visible to clients at `now`.
+pub(crate) fn is_visible(header: &ItemHeader, now: u32, flushed_seq: u64) -> bool {
+    !header.state.has(ItemState::TOMBSTONE)
+        && !is_expired(header.expires_at, now)
+        && header.seq > flushed_seq
+}
+
+pub(crate) fn item_from_record(record: Record) -> Item {
+    let h = record.header;
+    Item {
+        value: record.value,
+        client_flags: h.client_flags,
+        cas: h.cas,
+        expires_at: h.expires_at,
+        written_at: h.written_at,
+        stale: h.state.has(ItemState::STALE),
+        win_sent: h.state.has(ItemState::WIN_SENT),
+    }
+}
+
+/// A handle to the node's item store. Cheap to clone; all clones share one store.
+///
+/// Reads run on the caller's thread straight against the engine (no queueing, so `get`
+/// scales with the caller's threads). Every mutation goes to the single writer thread
+/// (see the `writer` module for why) and resolves once it is committed under the
+/// configured [`SyncPolicy`].
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    jobs: Sender<Job>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store on `engine`, recovering its bookkeeping, and starts the writer,
+    /// the background syncer (periodic policy) and the sweeper.
+    pub fn open(
+        engine: Arc<dyn Engine>,
+        config: StoreConfig,
+        clock: Clock,
+    ) -> Result<Self, StoreError> {
+        let unavailable = |e: EngineError| StoreError::Unavailable(e.to_string());
+        check_format(engine.as_ref()).map_err(unavailable)?;
+        let (partitions, pending_flush) = load_bookkeeping(engine.as_ref()).map_err(unavailable)?;
+        let flushed = partitions
+            .iter()
+            .map(|(ns, states)| {
+                let seqs = states
+                    .iter()
+                    .map(|s| AtomicU64::new(s.flushed_seq))
+                    .collect();
+                (*ns, seqs)
+            })
+            .collect();
+        let (sweep_wake, sweep_wakeups) = bounded(1);
+        let shared = Arc::new(Shared {
+            engine,
+            clock,
+            stats: StoreStats::default(),
+            flushed,
+            failure: RwLock::new(None),
+            writes_committed: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            sweep_wake,
+        });
+        let (items, bytes) = partitions
+            .values()
+            .flatten()
+            .fold((0, 0), |(i, b), s| (i + s.items, b + s.bytes));
+        shared.stats.curr_items.store(items, Ordering::Relaxed);
+        shared.stats.bytes.store(bytes, Ordering::Relaxed);
+
+        let (jobs, job_queue) = unbounded();
+        let writer = Writer::new(
+            Arc::clone(&shared),
+            job_queue,
+            partitions,
+            pending_flush,
+            config.sync == SyncPolicy::Always,
+            config.max_value_len,
+        );
+        let mut threads = vec![spawn("murakumo-writer", move || writer.run())];
+        if let SyncPolicy::Periodic(interval) = config.sync {
+            let shared = Arc::clone(&shared);
+            threads.push(spawn("murakumo-syncer", move || {
+                run_syncer(&shared, interval);
+            }));
+        }
+        {
+            let shared = Arc::clone(&shared);
+            let jobs = jobs.clone();
+            let sweep = config.sweep;
+            threads.push(spawn("murakumo-sweeper", move || {
+                run_sweeper(&shared, &jobs, &sweep_wakeups, sweep);
+            }));
+        }
+        Ok(Self {
+            shared,
+            jobs,
+            threads: Arc::new(Mutex::new(threads)),
+        })
+    }
+
+    fn available(&self) -> Result<(), StoreError> {
+        match self.shared.failure() {
+            Some(reason) => Err(StoreError::Unavailable(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads one item. Expired, flushed and deleted items are misses.
+    pub fn get(&self, namespace: NamespaceId, key: &[u8]) -> Result<Option<Item>, StoreError> {
+        self.available()?;
+        let Some(flushed) = self.shared.flushed.get(&namespace) else {
+            return Err(StoreError::UnknownNamespace(namespace));
+        };
+        let partition = partition_of(namespace, key);
+        let engine_key = ItemKey {
+            namespace,
+            partition,
+            user_key: Bytes::copy_from_slice(key),
+        }
+        .encode();
+        let raw = match self.shared.engine.get(Table::Items, &engine_key) {
+            Ok(Some(raw)) => raw,
+            Ok(None) => return Ok(None),
+            Err(err) => return Err(self.failed(&err)),
+        };
+        let record = Record::decode(&raw).map_err(|e| self.failed(&e.into()))?;
+        let flushed_seq = flushed[usize::from(partition)].load(Ordering::Acquire);
+        if is_visible(&record.header, self.shared.clock.now(), flushed_seq) {
+            Ok(Some(item_from_record(record)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn failed(&self, err: &EngineError) -> StoreError {
+        self.shared.fail(err);
+        StoreError::Unavailable(self.shared.failure().unwrap_or_default())
+    }
+
+    async fn submit(&self, namespace: NamespaceId, op: Op) -> Result<OpOutcome, StoreError> {
+        self.available()?;
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Mutate {
+                namespace,
+                op,
+                reply,
+            })
+            .map_err(|_| StoreError::ShuttingDown)?;
+        answer.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// set / add / replace / append / prepend / cas.
+    pub async fn store(
+        &self,
+        namespace: NamespaceId,
+        request: StoreRequest,
+    ) -> Result<StoreOutcome, StoreError> {
+        match self.submit(namespace, Op::Store(request)).await? {
+            OpOutcome::Store(outcome) => Ok(outcome),
+            other => Err(mismatched(&other)),
+        }
+    }
+
+    /// delete, or meta invalidation.
+    pub async fn delete(
+        &self,
+        namespace: NamespaceId,
+        request: DeleteRequest,
+    ) -> Result<DeleteOutcome, StoreError> {
+        match self.submit(namespace, Op::Delete(request)).await? {
+            OpOutcome::Delete(outcome) => Ok(outcome),
+            other => Err(mismatched(&other)),
+        }
+    }
+
+    /// incr / decr.
+    pub async fn arith(
+        &self,
+        namespace: NamespaceId,
+        request: ArithRequest,
+    ) -> Result<ArithOutcome, StoreError> {
+        match self.submit(namespace, Op::Arith(request)).await? {
+            OpOutcome::Arith(outcome) => Ok(outcome),
+            other => Err(mismatched(&other)),
+        }
+    }
+
+    /// touch / gat / meta get with updaters.
+    pub async fn fetch(
+        &self,
+        namespace: NamespaceId,
+        request: FetchRequest,
+    ) -> Result<FetchOutcome, StoreError> {
+        match self.submit(namespace, Op::Fetch(request)).await? {
+            OpOutcome::Fetch(outcome) => Ok(outcome),
+            other => Err(mismatched(&other)),
+        }
+    }
+
+    /// `flush_all [delay]`: every item stored before the flush takes effect becomes
+    /// invisible at once; the sweep reclaims the space afterwards.
+    pub async fn flush_all(
+        &self,
+        namespace: NamespaceId,
+        delay_secs: u32,
+    ) -> Result<(), StoreError> {
+        self.available()?;
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::FlushAll {
+                namespace,
+                delay_secs,
+                reply,
+            })
+            .map_err(|_| StoreError::ShuttingDown)?;
+        answer.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Counters for `stats`.
+    pub fn stats(&self) -> StoreStatsSnapshot {
+        let s = &self.shared.stats;
+        StoreStatsSnapshot {
+            curr_items: s.curr_items.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+            total_items: s.total_items.load(Ordering::Relaxed),
+            reclaimed: s.reclaimed.load(Ordering::Relaxed),
+            commit_groups: s.commit_groups.load(Ordering::Relaxed),
+            commit_micros: s.commit_micros.load(Ordering::Relaxed),
+            disk_bytes: self.shared.engine.disk_space(),
+        }
+    }
+
+    /// The reason the store went out of service, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure()
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+
+    /// Commits and fsyncs everything queued so far, then stops the background threads.
+    /// Mutations submitted afterwards fail with [`StoreError::ShuttingDown`].
+    pub async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.jobs.send(Job::Shutdown { reply }).is_ok() {
+            let _ = done.await;
+        }
+        self.shared.stopping.store(true, Ordering::Release);
+        self.shared.sweep_soon();
+        let threads = std::mem::take(&mut *self.threads.lock());
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}
+
+fn mismatched(outcome: &OpOutcome) -> StoreError {
+    StoreError::Unavailable(format!(
+        "writer answered with the wrong kind of outcome: {outcome:?}"
+    ))
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    match std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(body)
+    {
+        Ok(handle) => handle,
+        // Without its threads the store cannot work at all; this is start-up only.
+        Err(err) => panic!("cannot start thread {name}: {err}"),
+    }
+}
+
+fn check_format(engine: &dyn Engine) -> Result<(), EngineError> {
+    match engine.get(Table::Meta, FORMAT_KEY)? {
+        Some(version) if version.as_ref() == [FORMAT_VERSION] => Ok(()),
+        Some(version) => Err(EngineError::Storage(format!(
+            "data directory has store format {version:?}, this build reads {FORMAT_VERSION}"
+        ))),
+        None => {
+            let mut batch = WriteBatch::new();
+            batch.put(Table::Meta, FORMAT_KEY, vec![FORMAT_VERSION]);
+            engine.write(batch)?;
+            engine.sync()
+        }
+    }
+}
+
+type Bookkeeping = (
+    HashMap<NamespaceId, Vec<PartitionState>>,
+    HashMap<NamespaceId, u32>,
+);
+
+fn load_bookkeeping(engine: &dyn Engine) -> Result<Bookkeeping, EngineError> {
+    let mut partitions = HashMap::new();
+    partitions.insert(
+        DEFAULT_NAMESPACE,
+        vec![PartitionState::default(); usize::from(PARTITIONS)],
+    );
+    for (key, value) in engine.scan(Table::Meta, PARTITION_STATE_PREFIX, b"", usize::MAX)? {
+        let corrupt = || EngineError::Storage(format!("corrupt partition state under {key:?}"));
+        let (ns, partition) = parse_state_key(&key).ok_or_else(corrupt)?;
+        let state = PartitionState::decode(&value).ok_or_else(corrupt)?;
+        let states = partitions
+            .entry(ns)
+            .or_insert_with(|| vec![PartitionState::default(); usize::from(PARTITIONS)]);
+        if let Some(slot) = states.get_mut(usize::from(partition)) {
+            *slot = state;
+        }
+    }
+    let mut pending_flush = HashMap::new();
+    for (key, value) in engine.scan(Table::Meta, PENDING_FLUSH_PREFIX, b"", usize::MAX)? {
+        let (Some(ns), Ok(deadline)) = (
+            key.get(1..5)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes),
+            <[u8; 4]>::try_from(value.as_ref()).map(u32::from_be_bytes),
+        ) else {
+            return Err(EngineError::Storage(format!(
+                "corrupt pending flush under {key:?}"
+            )));
+        };
+        pending_flush.insert(ns, deadline);
+    }
+    Ok((partitions, pending_flush))
+}
+
+fn run_syncer(shared: &Shared, interval: Duration) {
+    let mut synced = 0;
+    while !shared.stopping.load(Ordering::Acquire) {
+        std::thread::sleep(interval);
+        let committed = shared.writes_committed.load(Ordering::Acquire);
+        if committed == synced || shared.failure().is_some() {
+            continue;
+        }
+        match shared.engine.sync() {
+            Ok(()) => synced = committed,
+            Err(err) => shared.fail(&err),
+        }
+    }
+}
+
+/// Walks every partition, finds records that are no longer visible (expired, flushed), and
+/// asks the writer to remove them. The writer re-checks each one, so a key rewritten
+/// between the scan and the removal is never lost.
+fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, wakeups: &Receiver<()>, config: SweepConfig) {
+    let namespaces: Vec<NamespaceId> = shared.flushed.keys().copied().collect();
+    let chunk = config.chunk.max(1);
+    loop {
+        for &namespace in &namespaces {
+            for partition in 0..PARTITIONS {
+                if shared.stopping.load(Ordering::Acquire) || shared.failure().is_some() {
+                    return;
+                }
+                if sweep_partition(shared, jobs, namespace, partition, chunk).is_err() {
+                    return;
+                }
+                if !config.partition_pause.is_zero() {
+                    std::thread::sleep(config.partition_pause);
+                }
+            }
+        }
+        // Sleep until the next pass, or until a flush asks for one sooner.
+        let _ = wakeups.recv_timeout(config.pass_interval);
+        if shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+    }
+}
+
+fn sweep_partition(
+    shared: &Shared,
+    jobs: &Sender<Job>,
+    namespace: NamespaceId,
+    partition: PartitionId,
+    chunk: usize,
+) -> Result<(), ()> {
+    let prefix = partition_prefix(namespace, partition);
+    let mut start = prefix.to_vec();
+    loop {
+        let entries = match shared.engine.scan(Table::Items, &prefix, &start, chunk) {
+            Ok(entries) => entries,
+            Err(err) => {
+                shared.fail(&err);
+                return Err(());
+            }
+        };
+        let now = shared.clock.now();
+        let flushed = shared
+            .flushed_seq(namespace, partition)
+            .load(Ordering::Acquire);
+        let mut candidates = Vec::new();
+        for (key, value) in &entries {
+            let Ok(header) = murakumo_engine::record::decode_header(value) else {
+                continue;
+            };
+            if !is_visible(&header, now, flushed) {
+                candidates.push((key.slice(prefix.len()..), header.seq));
+            }
+        }
+        if !candidates.is_empty()
+            && jobs
+                .send(Job::Reap {
+                    namespace,
+                    partition,
+                    candidates,
+                })
+                .is_err()
+        {
+            return Err(());
+        }
+        match entries.last() {
+            Some((last, _)) if entries.len() == chunk => start = successor(last),
+            _ => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,800 @@
+//! The writer: one thread that sequences every mutation and commits them in groups.
+//!
+//! Why a single writer:
+//! - read-modify-write commands (`cas`, `add`, `append`, `incr`, the meta protocol's
+//!   stale/win state) need the current item and the new one to be decided atomically; one
+//!   sequencer makes that trivially true without per-key locks;
+//! - it assigns each partition's sequence numbers in order, which is what replication will
+//!   stream to followers (DESIGN.md §5);
+//! - it is where group commit happens: every job that queued while the previous batch was
+//!   being written (and fsynced) is evaluated and committed together, as one engine batch
+//!   and at most one fsync, however many connections they came from.
+//!
+//! Within a group, later jobs must see earlier ones even though nothing is written yet, so
+//! reads go through an overlay of the group's pending records before the engine. Readers
+//! outside the writer see a group only once its batch is in the engine; a client hears
+//! "stored" only after that (and after the fsync, with `SyncPolicy::Always`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use murakumo_engine::keys::{ItemKey, NamespaceId, PartitionId};
+use murakumo_engine::record::{HEADER_LEN, ItemHeader, ItemState, Record};
+use murakumo_engine::{EngineError, Table, WriteBatch};
+use tokio::sync::oneshot;
+
+use crate::error::StoreError;
+use crate::expiry::remaining_ttl;
+use crate::ops::{
+    ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, FetchOutcome, FetchRequest, Item,
+    StoreMode, StoreOutcome, StoreRequest,
+};
+use crate::partition::{PartitionState, pending_flush_key, state_key};
+use crate::placement::PARTITIONS;
+use crate::store::{Shared, is_visible, item_from_record};
+
+/// Most jobs evaluated into one batch; bounds the latency a single group can add.
+const MAX_GROUP: usize = 512;
+
+/// A mutation as queued for the writer.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Store(StoreRequest),
+    Delete(DeleteRequest),
+    Arith(ArithRequest),
+    Fetch(FetchRequest),
+}
+
+impl Op {
+    fn key(&self) -> &Bytes {
+        match self {
+            Self::Store(r) => &r.key,
+            Self::Delete(r) => &r.key,
+            Self::Arith(r) => &r.key,
+            Self::Fetch(r) => &r.key,
+        }
+    }
+}
+
+/// The result of an [`Op`], same shape.
+#[derive(Debug)]
+pub(crate) enum OpOutcome {
+    Store(StoreOutcome),
+    Delete(DeleteOutcome),
+    Arith(ArithOutcome),
+    Fetch(FetchOutcome),
+}
+
+/// Work for the writer thread.
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// One client mutation.
+    Mutate {
+        namespace: NamespaceId,
+        op: Op,
+        reply: oneshot::Sender<Result<OpOutcome, StoreError>>,
+    },
+    /// `flush_all [delay]`.
+    FlushAll {
+        namespace: NamespaceId,
+        delay_secs: u32,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Remove records the sweeper found invisible, if they are still the same records.
+    Reap {
+        namespace: NamespaceId,
+        partition: PartitionId,
+        candidates: Vec<(Bytes, u64)>,
+    },
+    /// Finish everything queued before this, make it durable, and stop.
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// Replies are sent only after the group they belong to is committed.
+enum Reply {
+    Mutate(oneshot::Sender<Result<OpOutcome, StoreError>>, OpOutcome),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// One group's pending changes.
+#[derive(Default)]
+struct Group {
+    batch: WriteBatch,
+    /// Records this group has written or removed (`None`), keyed by engine key.
+    overlay: HashMap<Bytes, Option<Record>>,
+    dirty: HashSet<(NamespaceId, PartitionId)>,
+    replies: Vec<Reply>,
+    /// Records added (net) and stores performed, for the global counters.
+    stored: u64,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    jobs: Receiver<Job>,
+    partitions: HashMap<NamespaceId, Vec<PartitionState>>,
+    pending_flush: HashMap<NamespaceId, u32>,
+    sync_each_group: bool,
+    max_value_len: usize,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        jobs: Receiver<Job>,
+        partitions: HashMap<NamespaceId, Vec<PartitionState>>,
+        pending_flush: HashMap<NamespaceId, u32>,
+        sync_each_group: bool,
+        max_value_len: usize,
+    ) -> Self {
+        Self {
+            shared,
+            jobs,
+            partitions,
+            pending_flush,
+            sync_each_group,
+            max_value_len,
+        }
+    }
+
+    /// Runs until a `Shutdown` job or until every `Store` handle is gone.
+    pub(crate) fn run(mut self) {
+        loop {
+            let first = match self.next_flush_deadline() {
+                Some(deadline) => match self.jobs.recv_timeout(deadline) {
+                    Ok(job) => Some(job),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match self.jobs.recv() {
+                    Ok(job) => Some(job),
+                    Err(_) => break,
+                },
+            };
+            let mut group = Group::default();
+            self.apply_due_flushes(&mut group);
+            let mut shutdown = None;
+            if let Some(job) = first {
+                let mut next = Some(job);
+                let mut taken = 0;
+                while let Some(job) = next.take() {
+                    taken += 1;
+                    if let Job::Shutdown { reply } = job {
+                        shutdown = Some(reply);
+                        break;
+                    }
+                    self.handle(&mut group, job);
+                    if taken < MAX_GROUP {
+                        next = self.jobs.try_recv().ok();
+                    }
+                }
+            }
+            self.commit(group);
+            if let Some(reply) = shutdown {
+                if self.shared.failure().is_none()
+                    && let Err(err) = self.shared.engine.sync()
+                {
+                    self.shared.fail(&err);
+                }
+                let _ = reply.send(());
+                return;
+            }
+        }
+        if let Err(err) = self.shared.engine.sync() {
+            self.shared.fail(&err);
+        }
+    }
+
+    fn handle(&mut self, group: &mut Group, job: Job) {
+        if let Some(reason) = self.shared.failure() {
+            reject(job, &StoreError::Unavailable(reason));
+            return;
+        }
+        match job {
+            Job::Mutate {
+                namespace,
+                op,
+                reply,
+            } => {
+                if !self.partitions.contains_key(&namespace) {
+                    let _ = reply.send(Err(StoreError::UnknownNamespace(namespace)));
+                    return;
+                }
+                match self.apply(group, namespace, op) {
+                    Ok(outcome) => group.replies.push(Reply::Mutate(reply, outcome)),
+                    Err(err) => {
+                        self.shared.fail(&err);
+                        let reason = self.shared.failure().unwrap_or_default();
+                        let _ = reply.send(Err(StoreError::Unavailable(reason)));
+                    }
+                }
+            }
+            Job::FlushAll {
+                namespace,
+                delay_secs,
+                reply,
+            } => {
+                if !self.partitions.contains_key(&namespace) {
+                    let _ = reply.send(Err(StoreError::UnknownNamespace(namespace)));
+                    return;
+                }
+                if delay_secs == 0 {
+                    self.flush_now(group, namespace);
+                } else {
+                    let deadline = self.shared.clock.now().saturating_add(delay_secs);
+                    self.pending_flush.insert(namespace, deadline);
+                    group.batch.put(
+                        Table::Meta,
+                        pending_flush_key(namespace),
+                        Bytes::copy_from_slice(&deadline.to_be_bytes()),
+                    );
+                }
+                group.replies.push(Reply::Flush(reply));
+            }
+            Job::Reap {
+                namespace,
+                partition,
+                candidates,
+            } => {
+                if let Err(err) = self.reap(group, namespace, partition, candidates) {
+                    self.shared.fail(&err);
+                }
+            }
+            // `run` stops at a shutdown before handing jobs here; answer it regardless.
+            Job::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        group: &mut Group,
+        namespace: NamespaceId,
+        op: Op,
+    ) -> Result<OpOutcome, EngineError> {
+        let user_key = op.key().clone();
+        let partition = crate::placement::partition_of(namespace, &user_key);
+        let slot = Slot {
+            namespace,
+            partition,
+            key: ItemKey {
+                namespace,
+                partition,
+                user_key,
+            }
+            .encode(),
+        };
+        let physical = self.current(group, &slot.key)?;
+        let now = self.shared.clock.now();
+        let flushed = self.state(&slot).flushed_seq;
+        let live = physical
+            .as_ref()
+            .filter(|r| is_visible(&r.header, now, flushed))
+            .cloned();
+        let outcome = match op {
+            Op::Store(req) => OpOutcome::Store(self.store(
+                group,
+                &slot,
+                physical.as_ref(),
+                live.as_ref(),
+                req,
+                now,
+            )),
+            Op::Delete(req) => {
+                OpOutcome::Delete(self.delete(group, &slot, physical.as_ref(), live, &req, now))
+            }
+            Op::Arith(req) => OpOutcome::Arith(self.arith(
+                group,
+                &slot,
+                physical.as_ref(),
+                live.as_ref(),
+                &req,
+                now,
+            )),
+            Op::Fetch(req) => {
+                OpOutcome::Fetch(self.fetch(group, &slot, physical.as_ref(), live, &req, now))
+            }
+        };
+        Ok(outcome)
+    }
+
+    fn store(
+        &mut self,
+        group: &mut Group,
+        slot: &Slot,
+        physical: Option<&Record>,
+        live: Option<&Record>,
+        req: StoreRequest,
+        now: u32,
+    ) -> StoreOutcome {
+        let mut state = ItemState::default();
+        let mut expires_at = req.exptime.resolve(now);
+        if let Some(expected) = req.compare_cas {
+            let Some(current) = live else {
+                return StoreOutcome::NotFound;
+            };
+            if current.header.cas != expected {
+                if !(req.invalidate && expected < current.header.cas) {
+                    return StoreOutcome::Exists;
+                }
+                // A late writer with an older CAS may store, but must neither revive the
+                // item nor extend its life: it stays stale, with the old expiry and any
+                // win already handed out.
+                expires_at = current.header.expires_at;
+                state = ItemState::default().with(ItemState::STALE, true).with(
+                    ItemState::WIN_SENT,
+                    current.header.state.has(ItemState::WIN_SENT),
+                );
+            }
+        }
+        let (value, client_flags) = match (req.mode, live) {
+            (StoreMode::Set, _) | (StoreMode::Add, None) | (StoreMode::Replace, Some(_)) => {
+                (req.value, req.client_flags)
+            }
+            (StoreMode::Add, Some(_)) | (StoreMode::Replace, None) => {
+                return StoreOutcome::NotStored;
+            }
+            (StoreMode::Append | StoreMode::Prepend, None) => match req.vivify {
+                Some(exptime) => {
+                    expires_at = exptime.resolve(now);
+                    (req.value, req.client_flags)
+                }
+                None => return StoreOutcome::NotStored,
+            },
+            (StoreMode::Append | StoreMode::Prepend, Some(current)) => {
+                if current.value.len() + req.value.len() > self.max_value_len {
+                    return StoreOutcome::TooLarge;
+                }
+                let mut joined = Vec::with_capacity(current.value.len() + req.value.len());
+                if req.mode == StoreMode::Append {
+                    joined.extend_from_slice(&current.value);
+                    joined.extend_from_slice(&req.value);
+                } else {
+                    joined.extend_from_slice(&req.value);
+                    joined.extend_from_slice(&current.value);
+                }
+                // Appending keeps the item's flags and expiry, as memcached does.
+                expires_at = current.header.expires_at;
+                (Bytes::from(joined), current.header.client_flags)
+            }
+        };
+        let header = ItemHeader {
+            state,
+            client_flags,
+            expires_at,
+            cas: 0,
+            seq: 0,
+            written_at: now,
+        };
+        let item = self.write(group, slot, physical, header, value, req.new_cas);
+        StoreOutcome::Stored { cas: item.cas }
+    }
+
+    fn delete(
+        &mut self,
+        group: &mut Group,
+        slot: &Slot,
+        physical: Option<&Record>,
+        live: Option<Record>,
+        req: &DeleteRequest,
+        now: u32,
+    ) -> DeleteOutcome {
+        let Some(current) = live else {
+            return DeleteOutcome::NotFound;
+        };
+        if req.compare_cas.is_some_and(|c| c != current.header.cas) {
+            return DeleteOutcome::Exists;
+        }
+        if req.invalidate {
+            // Invalidation keeps the value so it can be served stale while one client
+            // (the next to fetch it, who wins) recomputes it.
+            let header = ItemHeader {
+                state: ItemState::default().with(ItemState::STALE, true),
+                expires_at: req
+                    .exptime
+                    .map_or(current.header.expires_at, |e| e.resolve(now)),
+                written_at: now,
+                ..current.header
+            };
+            self.write(group, slot, physical, header, current.value, req.new_cas);
+        } else {
+            self.remove(group, slot, physical);
+        }
+        DeleteOutcome::Deleted
+    }
+
+    fn arith(
+        &mut self,
+        group: &mut Group,
+        slot: &Slot,
+        physical: Option<&Record>,
+        live: Option<&Record>,
+        req: &ArithRequest,
+        now: u32,
+    ) -> ArithOutcome {
+        let Some(current) = live else {
+            return match req.vivify {
+                Some((initial, exptime)) => {
+                    let header = ItemHeader {
+                        expires_at: exptime.resolve(now),
+                        written_at: now,
+                        ..ItemHeader::default()
+                    };
+                    let value = Bytes::from(initial.to_string());
+                    let item = self.write(group, slot, physical, header, value, req.new_cas);
+                    ArithOutcome::Updated {
+                        value: initial,
+                        item,
+                    }
+                }
+                None => ArithOutcome::NotFound,
+            };
+        };
+        if req.compare_cas.is_some_and(|c| c != current.header.cas) {
+            return ArithOutcome::Exists;
+        }
+        let Some(number) = parse_counter(&current.value) else {
+            return ArithOutcome::NonNumeric;
+        };
+        let value = if req.incr {
+            number.wrapping_add(req.delta)
+        } else {
+            number.saturating_sub(req.delta)
+        };
+        let header = ItemHeader {
+            state: ItemState::default(),
+            expires_at: req
+                .exptime
+                .map_or(current.header.expires_at, |e| e.resolve(now)),
+            written_at: now,
+            ..current.header
+        };
+        let item = self.write(
+            group,
+            slot,
+            physical,
+            header,
+            Bytes::from(value.to_string()),
+            req.new_cas,
+        );
+        ArithOutcome::Updated { value, item }
+    }
+
+    fn fetch(
+        &mut self,
+        group: &mut Group,
+        slot: &Slot,
+        physical: Option<&Record>,
+        live: Option<Record>,
+        req: &FetchRequest,
+        now: u32,
+    ) -> FetchOutcome {
+        let Some(current) = live else {
+            return match req.vivify {
+                Some(exptime) => {
+                    // An empty placeholder whose win goes to this client; everyone else
+                    // sees "Z" until the winner stores the real value.
+                    let header = ItemHeader {
+                        state: ItemState::default().with(ItemState::WIN_SENT, true),
+                        expires_at: exptime.resolve(now),
+                        written_at: now,
+                        ..ItemHeader::default()
+                    };
+                    let item = self.write(group, slot, physical, header, Bytes::new(), req.new_cas);
+                    FetchOutcome::Hit {
+                        item,
+                        won: true,
+                        vivified: true,
+                    }
+                }
+                None => FetchOutcome::Miss,
+            };
+        };
+        let mut header = current.header;
+        let mut changed = false;
+        if let Some(exptime) = req.touch {
+            header.expires_at = exptime.resolve(now);
+            changed = true;
+        }
+        let wants_recache = req.recache_below.is_some_and(|below| {
+            let left = remaining_ttl(header.expires_at, now);
+            left >= 0 && left < i64::from(below)
+        });
+        let mut won = false;
+        if (header.state.has(ItemState::STALE) || wants_recache)
+            && !header.state.has(ItemState::WIN_SENT)
+        {
+            header.state = header.state.with(ItemState::WIN_SENT, true);
+            won = true;
+            changed = true;
+        }
+        let item = if changed {
+            // Touching or handing out a win is not a new value: the CAS stays unless the
+            // client asked for a specific one.
+            let cas = req.new_cas.unwrap_or(header.cas);
+            self.write(group, slot, physical, header, current.value, Some(cas))
+        } else {
+            item_from_record(current)
+        };
+        FetchOutcome::Hit {
+            item,
+            won,
+            vivified: false,
+        }
+    }
+
+    /// Writes a record with the next sequence number and returns the item as stored. Its
+    /// CAS is `cas` if given, otherwise the sequence number, which is unique within the
+    /// partition and only grows.
+    fn write(
+        &mut self,
+        group: &mut Group,
+        slot: &Slot,
+        physical: Option<&Record>,
+        mut header: ItemHeader,
+        value: Bytes,
+        cas: Option<u64>,
+    ) -> Item {
+        let state = self.state_mut(slot);
+        state.seq += 1;
+        header.seq = state.seq;
+        header.cas = cas.unwrap_or(state.seq);
+        match physical {
+            Some(old) => {
+                state.bytes = state
+                    .bytes
+                    .saturating_sub(record_size(&slot.key, &old.value));
+            }
+            None => state.items += 1,
+        }
+        state.bytes += record_size(&slot.key, &value);
+        let record = Record { header, value };
+        group
+            .batch
+            .put(Table::Items, slot.key.clone(), record.encode());
+        group.overlay.insert(slot.key.clone(), Some(record.clone()));
+        group.dirty.insert((slot.namespace, slot.partition));
+        group.stored += 1;
+        item_from_record(record)
+    }
+
+    fn remove(&mut self, group: &mut Group, slot: &Slot, physical: Option<&Record>) {
+        let Some(old) = physical else { return };
+        let state = self.state_mut(slot);
+        state.items = state.items.saturating_sub(1);
+        state.bytes = state
+            .bytes
+            .saturating_sub(record_size(&slot.key, &old.value));
+        group.batch.delete(Table::Items, slot.key.clone());
+        group.overlay.insert(slot.key.clone(), None);
+        group.dirty.insert((slot.namespace, slot.partition));
+    }
+
+    fn reap(
+        &mut self,
+        group: &mut Group,
+        namespace: NamespaceId,
+        partition: PartitionId,
+        candidates: Vec<(Bytes, u64)>,
+    ) -> Result<(), EngineError> {
+        if !self.partitions.contains_key(&namespace) {
+            return Ok(());
+        }
+        let now = self.shared.clock.now();
+        for (user_key, seq) in candidates {
+            let slot = Slot {
+                namespace,
+                partition,
+                key: ItemKey {
+                    namespace,
+                    partition,
+                    user_key,
+                }
+                .encode(),
+            };
+            let Some(record) = self.current(group, &slot.key)? else {
+                continue;
+            };
+            let flushed = self.state(&slot).flushed_seq;
+            // Only if nobody rewrote it since the sweeper looked.
+            if record.header.seq == seq && !is_visible(&record.header, now, flushed) {
+                self.remove(group, &slot, Some(&record));
+                self.shared.stats.reclaimed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_now(&mut self, group: &mut Group, namespace: NamespaceId) {
+        if let Some(states) = self.partitions.get_mut(&namespace) {
+            for (partition, state) in states.iter_mut().enumerate() {
+                state.flushed_seq = state.seq;
+                group.dirty.insert((namespace, partition as PartitionId));
+            }
+        }
+        if self.pending_flush.remove(&namespace).is_some() {
+            group
+                .batch
+                .delete(Table::Meta, pending_flush_key(namespace));
+        }
+        self.shared.sweep_soon();
+    }
+
+    fn apply_due_flushes(&mut self, group: &mut Group) {
+        let now = self.shared.clock.now();
+        let due: Vec<NamespaceId> = self
+            .pending_flush
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(ns, _)| *ns)
+            .collect();
+        for namespace in due {
+            self.flush_now(group, namespace);
+        }
+    }
+
+    /// How long until the earliest pending delayed flush is due (`None`: none pending).
+    fn next_flush_deadline(&self) -> Option<Duration> {
+        let earliest = self.pending_flush.values().min()?;
+        let now = self.shared.clock.now();
+        // Re-check at least every second so a manual clock in tests is honoured too.
+        let secs = earliest.saturating_sub(now).clamp(0, 1);
+        Some(Duration::from_secs(u64::from(secs)))
+    }
+
+    fn commit(&mut self, mut group: Group) {
+        if group.batch.is_empty() && group.dirty.is_empty() && group.replies.is_empty() {
+            return;
+        }
+        for (namespace, partition) in &group.dirty {
+            if let Some(state) = self
+                .partitions
+                .get(namespace)
+                .and_then(|states| states.get(usize::from(*partition)))
+            {
+                group.batch.put(
+                    Table::Meta,
+                    state_key(*namespace, *partition),
+                    state.encode(),
+                );
+                self.shared
+                    .flushed_seq(*namespace, *partition)
+                    .store(state.flushed_seq, Ordering::Release);
+            }
+        }
+        let started = Instant::now();
+        let result = self.shared.engine.write(group.batch).and_then(|()| {
+            if self.sync_each_group {
+                self.shared.engine.sync()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(err) = result {
+            self.shared.fail(&err);
+            let error = StoreError::Unavailable(self.shared.failure().unwrap_or_default());
+            for reply in group.replies {
+                match reply {
+                    Reply::Mutate(tx, _) => {
+                        let _ = tx.send(Err(error.clone()));
+                    }
+                    Reply::Flush(tx) => {
+                        let _ = tx.send(Err(error.clone()));
+                    }
+                }
+            }
+            return;
+        }
+        self.publish_counters();
+        let stats = &self.shared.stats;
+        stats.total_items.fetch_add(group.stored, Ordering::Relaxed);
+        stats.commit_groups.fetch_add(1, Ordering::Relaxed);
+        stats
+            .commit_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.shared.writes_committed.fetch_add(1, Ordering::Release);
+        for reply in group.replies {
+            match reply {
+                Reply::Mutate(tx, outcome) => {
+                    let _ = tx.send(Ok(outcome));
+                }
+                Reply::Flush(tx) => {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+        }
+    }
+
+    fn publish_counters(&self) {
+        let (items, bytes) = self
+            .partitions
+            .values()
+            .flatten()
+            .fold((0u64, 0u64), |(i, b), s| (i + s.items, b + s.bytes));
+        self.shared.stats.curr_items.store(items, Ordering::Relaxed);
+        self.shared.stats.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    fn current(&self, group: &Group, key: &Bytes) -> Result<Option<Record>, EngineError> {
+        if let Some(pending) = group.overlay.get(key) {
+            return Ok(pending.clone());
+        }
+        match self.shared.engine.get(Table::Items, key)? {
+            Some(raw) => Ok(Some(Record::decode(&raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn state(&self, slot: &Slot) -> PartitionState {
+        self.partitions
+            .get(&slot.namespace)
+            .and_then(|s| s.get(usize::from(slot.partition)))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn state_mut(&mut self, slot: &Slot) -> &mut PartitionState {
+        let states = self
+            .partitions
+            .entry(slot.namespace)
+            .or_insert_with(|| vec![PartitionState::default(); usize::from(PARTITIONS)]);
+        &mut states[usize::from(slot.partition)]
+    }
+}
+
+/// Where a key lives.
+struct Slot {
+    namespace: NamespaceId,
+    partition: PartitionId,
+    key: Bytes,
+}
+
+fn record_size(key: &[u8], value: &[u8]) -> u64 {
+    (key.len() + HEADER_LEN + value.len()) as u64
+}
+
+/// Parses a stored counter the way memcached does: decimal digits, optionally followed by
+/// spaces (memcached may space-pad a value that shrank), fitting in 64 bits.
+pub(crate) fn parse_counter(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii_end();
+    if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn reject(job: Job, error: &StoreError) {
+    match job {
+        Job::Mutate { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        Job::FlushAll { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        Job::Reap { .. } => {}
+        Job::Shutdown { reply } => {
+            let _ = reply.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_counter;
+
+    #[test]
+    fn counters_parse_like_memcached() {
+        assert_eq!(parse_counter(b"0"), Some(0));
+        assert_eq!(parse_counter(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_counter(b"18446744073709551616"), None);
+        assert_eq!(parse_counter(b"9 "), Some(9));
+        assert_eq!(parse_counter(b""), None);
+        assert_eq!(parse_counter(b"q"), None);
+        assert_eq!(parse_counter(b"-1"), None);
+        assert_eq!(parse_counter(b" 1"), None);
+    }
+}

@@ -1,0 +1,502 @@
+//! memcached semantics of the store, on the memory engine with a manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use murakumo_engine::MemoryEngine;
+use murakumo_engine::keys::DEFAULT_NAMESPACE as NS;
+use murakumo_server::ops::{
+    ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, FetchOutcome, FetchRequest,
+    StoreMode, StoreOutcome, StoreRequest,
+};
+use murakumo_server::{Clock, Exptime, Store, StoreConfig, StoreError, SweepConfig};
+
+const T0: u32 = 1_700_000_000;
+
+fn open() -> (Store, Clock) {
+    let clock = Clock::manual(T0);
+    let store = Store::open(
+        Arc::new(MemoryEngine::new()),
+        StoreConfig::default(),
+        clock.clone(),
+    )
+    .unwrap();
+    (store, clock)
+}
+
+fn req(key: &str, value: &str, mode: StoreMode) -> StoreRequest {
+    StoreRequest {
+        mode,
+        ..StoreRequest::set(
+            Bytes::copy_from_slice(key.as_bytes()),
+            Bytes::copy_from_slice(value.as_bytes()),
+        )
+    }
+}
+
+fn value_of(store: &Store, key: &str) -> Option<String> {
+    store
+        .get(NS, key.as_bytes())
+        .unwrap()
+        .map(|item| String::from_utf8(item.value.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn set_get_and_conditional_stores() {
+    let (store, _) = open();
+    assert_eq!(value_of(&store, "k"), None);
+    assert!(matches!(
+        store
+            .store(NS, req("k", "v1", StoreMode::Set))
+            .await
+            .unwrap(),
+        StoreOutcome::Stored { .. }
+    ));
+    assert_eq!(value_of(&store, "k").as_deref(), Some("v1"));
+    assert_eq!(
+        store
+            .store(NS, req("k", "x", StoreMode::Add))
+            .await
+            .unwrap(),
+        StoreOutcome::NotStored
+    );
+    assert_eq!(
+        store
+            .store(NS, req("missing", "x", StoreMode::Replace))
+            .await
+            .unwrap(),
+        StoreOutcome::NotStored
+    );
+    assert!(matches!(
+        store
+            .store(NS, req("k", "v2", StoreMode::Replace))
+            .await
+            .unwrap(),
+        StoreOutcome::Stored { .. }
+    ));
+    assert!(matches!(
+        store
+            .store(NS, req("new", "n", StoreMode::Add))
+            .await
+            .unwrap(),
+        StoreOutcome::Stored { .. }
+    ));
+    assert_eq!(value_of(&store, "k").as_deref(), Some("v2"));
+    assert_eq!(value_of(&store, "new").as_deref(), Some("n"));
+}
+
+#[tokio::test]
+async fn append_and_prepend_keep_flags_and_expiry() {
+    let (store, _) = open();
+    let mut first = req("k", "mid", StoreMode::Set);
+    first.client_flags = 42;
+    first.exptime = Exptime(100);
+    store.store(NS, first).await.unwrap();
+    let mut tail = req("k", "-end", StoreMode::Append);
+    tail.client_flags = 7;
+    tail.exptime = Exptime(5);
+    store.store(NS, tail).await.unwrap();
+    store
+        .store(NS, req("k", "start-", StoreMode::Prepend))
+        .await
+        .unwrap();
+    let item = store.get(NS, b"k").unwrap().unwrap();
+    assert_eq!(&item.value[..], b"start-mid-end");
+    assert_eq!(item.client_flags, 42);
+    assert_eq!(item.expires_at, T0 + 100);
+    assert_eq!(
+        store
+            .store(NS, req("nope", "x", StoreMode::Append))
+            .await
+            .unwrap(),
+        StoreOutcome::NotStored
+    );
+}
+
+#[tokio::test]
+async fn append_beyond_the_size_limit_is_refused() {
+    let clock = Clock::manual(T0);
+    let config = StoreConfig {
+        max_value_len: 10,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(Arc::new(MemoryEngine::new()), config, clock).unwrap();
+    store
+        .store(NS, req("k", "123456", StoreMode::Set))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .store(NS, req("k", "78901", StoreMode::Append))
+            .await
+            .unwrap(),
+        StoreOutcome::TooLarge
+    );
+    assert_eq!(value_of(&store, "k").as_deref(), Some("123456"));
+}
+
+#[tokio::test]
+async fn cas_rules() {
+    let (store, _) = open();
+    let mut missing = req("k", "x", StoreMode::Set);
+    missing.compare_cas = Some(1);
+    assert_eq!(
+        store.store(NS, missing).await.unwrap(),
+        StoreOutcome::NotFound
+    );
+    let StoreOutcome::Stored { cas } = store
+        .store(NS, req("k", "v1", StoreMode::Set))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(store.get(NS, b"k").unwrap().unwrap().cas, cas);
+    let mut wrong = req("k", "v2", StoreMode::Set);
+    wrong.compare_cas = Some(cas + 1);
+    assert_eq!(store.store(NS, wrong).await.unwrap(), StoreOutcome::Exists);
+    let mut right = req("k", "v2", StoreMode::Set);
+    right.compare_cas = Some(cas);
+    let StoreOutcome::Stored { cas: next } = store.store(NS, right).await.unwrap() else {
+        panic!()
+    };
+    assert_ne!(next, cas);
+    // The CAS that just succeeded is spent.
+    let mut again = req("k", "v3", StoreMode::Set);
+    again.compare_cas = Some(cas);
+    assert_eq!(store.store(NS, again).await.unwrap(), StoreOutcome::Exists);
+    // An explicit new CAS (meta E) is used as given.
+    let mut explicit = req("k", "v4", StoreMode::Set);
+    explicit.new_cas = Some(999);
+    assert_eq!(
+        store.store(NS, explicit).await.unwrap(),
+        StoreOutcome::Stored { cas: 999 }
+    );
+    assert_eq!(store.get(NS, b"k").unwrap().unwrap().cas, 999);
+}
+
+#[tokio::test]
+async fn counters_wrap_floor_and_reject_non_numbers() {
+    let (store, _) = open();
+    assert_eq!(
+        store
+            .arith(NS, ArithRequest::new("n", true, 1))
+            .await
+            .unwrap(),
+        ArithOutcome::NotFound
+    );
+    store
+        .store(NS, req("n", "18446744073709551614", StoreMode::Set))
+        .await
+        .unwrap();
+    let ArithOutcome::Updated { value, .. } = store
+        .arith(NS, ArithRequest::new("n", true, 1))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(value, u64::MAX);
+    let ArithOutcome::Updated { value, .. } = store
+        .arith(NS, ArithRequest::new("n", true, 2))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(value, 1, "incr wraps at 2^64");
+    let ArithOutcome::Updated { value, .. } = store
+        .arith(NS, ArithRequest::new("n", false, 5))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(value, 0, "decr stops at 0");
+    assert_eq!(value_of(&store, "n").as_deref(), Some("0"));
+    store
+        .store(NS, req("s", "abc", StoreMode::Set))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .arith(NS, ArithRequest::new("s", true, 1))
+            .await
+            .unwrap(),
+        ArithOutcome::NonNumeric
+    );
+    // Vivify: the initial value is stored as is, without the delta.
+    let mut seeded = ArithRequest::new("v", true, 5);
+    seeded.vivify = Some((13, Exptime::NEVER));
+    let ArithOutcome::Updated { value, .. } = store.arith(NS, seeded.clone()).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(value, 13);
+    let ArithOutcome::Updated { value, .. } = store.arith(NS, seeded).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(value, 18);
+}
+
+#[tokio::test]
+async fn expiry_relative_absolute_negative_and_touch() {
+    let (store, clock) = open();
+    let mut relative = req("r", "v", StoreMode::Set);
+    relative.exptime = Exptime(10);
+    store.store(NS, relative).await.unwrap();
+    let mut absolute = req("a", "v", StoreMode::Set);
+    absolute.exptime = Exptime(i64::from(T0) + 20);
+    store.store(NS, absolute).await.unwrap();
+    let mut negative = req("n", "v", StoreMode::Set);
+    negative.exptime = Exptime(-1);
+    assert!(matches!(
+        store.store(NS, negative).await.unwrap(),
+        StoreOutcome::Stored { .. }
+    ));
+    assert_eq!(
+        value_of(&store, "n"),
+        None,
+        "negative expiry is expired at once"
+    );
+    clock.advance(9);
+    assert!(value_of(&store, "r").is_some());
+    clock.advance(1);
+    assert_eq!(value_of(&store, "r"), None, "expired exactly at its time");
+    assert!(value_of(&store, "a").is_some());
+    // touch extends; add succeeds over an expired item.
+    let FetchOutcome::Hit { item, .. } = store
+        .fetch(NS, FetchRequest::touch("a", Exptime(100)))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(item.expires_at, T0 + 10 + 100);
+    clock.advance(50);
+    assert!(value_of(&store, "a").is_some());
+    assert!(matches!(
+        store
+            .store(NS, req("r", "again", StoreMode::Add))
+            .await
+            .unwrap(),
+        StoreOutcome::Stored { .. }
+    ));
+    assert_eq!(
+        store
+            .fetch(NS, FetchRequest::touch("gone", Exptime(1)))
+            .await
+            .unwrap(),
+        FetchOutcome::Miss
+    );
+}
+
+#[tokio::test]
+async fn delete_with_and_without_cas() {
+    let (store, _) = open();
+    assert_eq!(
+        store.delete(NS, DeleteRequest::new("k")).await.unwrap(),
+        DeleteOutcome::NotFound
+    );
+    let StoreOutcome::Stored { cas } = store
+        .store(NS, req("k", "v", StoreMode::Set))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let mut wrong = DeleteRequest::new("k");
+    wrong.compare_cas = Some(cas + 10);
+    assert_eq!(
+        store.delete(NS, wrong).await.unwrap(),
+        DeleteOutcome::Exists
+    );
+    let mut right = DeleteRequest::new("k");
+    right.compare_cas = Some(cas);
+    assert_eq!(
+        store.delete(NS, right).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
+    assert_eq!(value_of(&store, "k"), None);
+    assert_eq!(store.stats().curr_items, 0);
+}
+
+#[tokio::test]
+async fn flush_all_now_and_later() {
+    let (store, clock) = open();
+    for key in ["a", "b", "c"] {
+        store
+            .store(NS, req(key, "v", StoreMode::Set))
+            .await
+            .unwrap();
+    }
+    store.flush_all(NS, 0).await.unwrap();
+    assert_eq!(value_of(&store, "a"), None);
+    store
+        .store(NS, req("after", "v", StoreMode::Set))
+        .await
+        .unwrap();
+    assert!(
+        value_of(&store, "after").is_some(),
+        "writes after a flush are visible"
+    );
+    store.flush_all(NS, 2).await.unwrap();
+    assert!(
+        value_of(&store, "after").is_some(),
+        "delayed flush has not happened yet"
+    );
+    clock.advance(2);
+    // The writer checks pending flushes at least every second.
+    let mut waited = 0;
+    while value_of(&store, "after").is_some() && waited < 50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(value_of(&store, "after"), None);
+}
+
+#[tokio::test]
+async fn meta_invalidate_then_one_winner() {
+    let (store, _) = open();
+    store
+        .store(NS, req("k", "moo", StoreMode::Set))
+        .await
+        .unwrap();
+    let mut invalidate = DeleteRequest::new("k");
+    invalidate.invalidate = true;
+    invalidate.exptime = Some(Exptime(30));
+    assert_eq!(
+        store.delete(NS, invalidate).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
+    let fetch = FetchRequest {
+        touch: None,
+        ..FetchRequest::touch("k", Exptime(0))
+    };
+    let FetchOutcome::Hit { item, won, .. } = store.fetch(NS, fetch.clone()).await.unwrap() else {
+        panic!()
+    };
+    assert!(won && item.stale);
+    assert_eq!(&item.value[..], b"moo");
+    let FetchOutcome::Hit { item, won, .. } = store.fetch(NS, fetch.clone()).await.unwrap() else {
+        panic!()
+    };
+    assert!(!won && item.stale && item.win_sent, "second client sees Z");
+    // A late writer with an older CAS stores but stays stale with the old expiry.
+    let mut late = req("k", "f", StoreMode::Set);
+    late.compare_cas = Some(1);
+    late.invalidate = true;
+    late.exptime = Exptime(90);
+    assert!(matches!(
+        store.store(NS, late).await.unwrap(),
+        StoreOutcome::Stored { .. }
+    ));
+    let still = store.get(NS, b"k").unwrap().unwrap();
+    assert!(still.stale && still.win_sent);
+    assert_eq!(still.expires_at, item.expires_at);
+    // The winner's CAS store clears the state.
+    let mut winner = req("k", "g", StoreMode::Set);
+    winner.compare_cas = Some(still.cas);
+    store.store(NS, winner).await.unwrap();
+    let fresh = store.get(NS, b"k").unwrap().unwrap();
+    assert!(!fresh.stale && !fresh.win_sent);
+}
+
+#[tokio::test]
+async fn vivify_and_recache() {
+    let (store, _) = open();
+    let vivify = FetchRequest {
+        touch: None,
+        vivify: Some(Exptime(30)),
+        ..FetchRequest::touch("k", Exptime(0))
+    };
+    let FetchOutcome::Hit {
+        item,
+        won,
+        vivified,
+    } = store.fetch(NS, vivify.clone()).await.unwrap()
+    else {
+        panic!()
+    };
+    assert!(won && vivified && item.value.is_empty());
+    let FetchOutcome::Hit {
+        won,
+        vivified,
+        item,
+    } = store.fetch(NS, vivify).await.unwrap()
+    else {
+        panic!()
+    };
+    assert!(!won && !vivified && item.win_sent);
+    let mut real = req("k", "data", StoreMode::Set);
+    real.compare_cas = Some(item.cas);
+    real.exptime = Exptime(120);
+    store.store(NS, real).await.unwrap();
+    let recache = FetchRequest {
+        touch: None,
+        recache_below: Some(130),
+        ..FetchRequest::touch("k", Exptime(0))
+    };
+    let FetchOutcome::Hit { won, .. } = store.fetch(NS, recache.clone()).await.unwrap() else {
+        panic!()
+    };
+    assert!(won, "ttl 120 < 130 wins the recache");
+    let FetchOutcome::Hit { won, item, .. } = store.fetch(NS, recache).await.unwrap() else {
+        panic!()
+    };
+    assert!(!won && item.win_sent);
+}
+
+#[tokio::test]
+async fn sweep_reclaims_expired_records() {
+    let clock = Clock::manual(T0);
+    let config = StoreConfig {
+        sweep: SweepConfig {
+            pass_interval: Duration::from_millis(20),
+            partition_pause: Duration::ZERO,
+            chunk: 3,
+        },
+        ..StoreConfig::default()
+    };
+    let store = Store::open(Arc::new(MemoryEngine::new()), config, clock.clone()).unwrap();
+    for i in 0..50 {
+        let mut r = req(&format!("k{i}"), "v", StoreMode::Set);
+        r.exptime = Exptime(if i % 2 == 0 { 5 } else { 0 });
+        store.store(NS, r).await.unwrap();
+    }
+    assert_eq!(store.stats().curr_items, 50);
+    clock.advance(5);
+    let mut waited = 0;
+    while store.stats().curr_items > 25 && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    assert_eq!(store.stats().curr_items, 25);
+    assert_eq!(store.stats().reclaimed, 25);
+    assert!(value_of(&store, "k1").is_some());
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_refuses_later_writes() {
+    let (store, _) = open();
+    store
+        .store(NS, req("k", "v", StoreMode::Set))
+        .await
+        .unwrap();
+    store.shutdown().await;
+    assert_eq!(
+        store.store(NS, req("k", "v", StoreMode::Set)).await,
+        Err(StoreError::ShuttingDown)
+    );
+}
+
+#[tokio::test]
+async fn unknown_namespace_is_an_error() {
+    let (store, _) = open();
+    assert_eq!(store.get(77, b"k"), Err(StoreError::UnknownNamespace(77)));
+    assert_eq!(
+        store.store(77, req("k", "v", StoreMode::Set)).await,
+        Err(StoreError::UnknownNamespace(77))
+    );
+}
