@@ -1,6 +1,8 @@
 //! The store on fjall: what was acknowledged survives a reopen, sequence numbers continue,
 //! and concurrent writers share commit groups.
 
+#![allow(clippy::unwrap_used)] // Test helpers fail the test by panicking.
+
 use std::sync::Arc;
 use std::time::Duration;
 

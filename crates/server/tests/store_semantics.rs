@@ -1,5 +1,7 @@
 //! memcached semantics of the store, on the memory engine with a manual clock.
 
+#![allow(clippy::unwrap_used)] // Test helpers fail the test by panicking.
+
 use std::sync::Arc;
 use std::time::Duration;
 
