@@ -10,7 +10,8 @@
 //! - A storage command whose line is rejected after its length was read (bad key, bad
 //!   flags, bad expiry, a value that is too large) is answered with
 //!   [`AfterError::Swallow`]`(len + 2)`, so its data block is never run as commands. memcached
-//!   only does this for a value that is too large.
+//!   only does this for a value that is too large. A storage line with too many tokens still
+//!   gets memcached's `ERROR`, and is swallowed the same way when its length token parses.
 //! - A data block not followed by `\r\n` gets `CLIENT_ERROR bad data chunk`; we then drop the
 //!   rest of that line too (up to and including the next `\n`), so the client receives one
 //!   reply for one command and the next command starts on a fresh line. If no `\n` shows up

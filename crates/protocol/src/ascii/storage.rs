@@ -101,7 +101,16 @@ pub(super) fn parse(frame: &Frame<'_>, kind: Kind) -> Outcome {
     let toks = &frame.tokens;
     let base = if kind == Kind::Cas { 6 } else { 5 };
     if toks.len() != base && toks.len() != base + 1 {
-        return frame.line_only(Err(Rejection::unknown()));
+        // memcached answers `ERROR`. With too many tokens the length is still where it
+        // belongs, so the data block that surely follows is swallowed, not run.
+        let after = toks
+            .get(4)
+            .filter(|_| toks.len() > base)
+            .and_then(parse_data_len)
+            .map_or(AfterError::Continue, |len| {
+                AfterError::Swallow(len as u64 + 2)
+            });
+        return frame.line_only(Err(Rejection::unknown().then(after)));
     }
     // As memcached: an extra last token that is not `noreply` is ignored.
     let noreply = toks.len() == base + 1 && toks.last_is_noreply();
@@ -261,7 +270,18 @@ mod tests {
             rejected(b"set k 0 0\r\n"),
             ("ERROR".into(), AfterError::Continue)
         );
-        assert_eq!(rejected(b"set k 0 0 1 noreply x\r\n").0, "ERROR");
+        assert_eq!(
+            rejected(b"set k 0 0 1 noreply x\r\n"),
+            ("ERROR".into(), AfterError::Swallow(3))
+        );
+        assert_eq!(
+            rejected(b"cas k 0 0 1 2 noreply x\r\n"),
+            ("ERROR".into(), AfterError::Swallow(3))
+        );
+        assert_eq!(
+            rejected(b"set k 0 0 x noreply x\r\n"),
+            ("ERROR".into(), AfterError::Continue)
+        );
         assert_eq!(rejected(b"cas k 0 0 1\r\n").0, "ERROR");
     }
 
