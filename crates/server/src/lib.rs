@@ -14,6 +14,7 @@
 //! - a sweeper reclaims expired and flushed records in the background;
 //! - an engine failure takes the store out of service ([`StoreError::Unavailable`]).
 
+mod access;
 pub mod clock;
 mod error;
 pub mod expiry;
@@ -23,6 +24,7 @@ pub mod placement;
 mod store;
 mod writer;
 
+pub use access::AccessInfo;
 pub use clock::Clock;
 pub use error::StoreError;
 pub use expiry::Exptime;

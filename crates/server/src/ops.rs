@@ -22,6 +22,8 @@ pub struct Item {
     pub expires_at: u32,
     /// When the item was last written (Unix seconds).
     pub written_at: u32,
+    /// Position of the write in its partition's history.
+    pub seq: u64,
     /// Marked stale by a meta invalidation; served with `X`.
     pub stale: bool,
     /// A meta "win" token has already been handed out for it; served with `Z`.
@@ -115,6 +117,8 @@ pub struct DeleteRequest {
     pub exptime: Option<Exptime>,
     /// Meta `E`: the new CAS when invalidating.
     pub new_cas: Option<u64>,
+    /// Meta `x`: drop the value but keep the item (flags, expiry) in place.
+    pub remove_value: bool,
 }
 
 impl DeleteRequest {
@@ -126,6 +130,7 @@ impl DeleteRequest {
             invalidate: false,
             exptime: None,
             new_cas: None,
+            remove_value: false,
         }
     }
 }

@@ -16,6 +16,7 @@ use murakumo_engine::{Engine, EngineError, Table, WriteBatch};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
+use crate::access::{AccessInfo, AccessTracker};
 use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::expiry::is_expired;
@@ -134,6 +135,7 @@ pub(crate) struct Shared {
     /// Per namespace, per partition: records at or below this sequence were flushed.
     flushed: HashMap<NamespaceId, Vec<AtomicU64>>,
     failure: RwLock<Option<String>>,
+    access: AccessTracker,
     /// Bumped after every committed group, so the syncer knows when there is work.
     pub(crate) writes_committed: AtomicU64,
     stopping: AtomicBool,
@@ -187,6 +189,7 @@ pub(crate) fn item_from_record(record: Record) -> Item {
         cas: h.cas,
         expires_at: h.expires_at,
         written_at: h.written_at,
+        seq: h.seq,
         stale: h.state.has(ItemState::STALE),
         win_sent: h.state.has(ItemState::WIN_SENT),
     }
@@ -239,6 +242,7 @@ impl Store {
             stats: StoreStats::default(),
             flushed,
             failure: RwLock::new(None),
+            access: AccessTracker::new(),
             writes_committed: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             sweep_wake,
@@ -288,8 +292,21 @@ impl Store {
         }
     }
 
-    /// Reads one item. Expired, flushed and deleted items are misses.
+    /// Reads one item and marks it fetched. Expired, flushed and deleted items are misses.
     pub fn get(&self, namespace: NamespaceId, key: &[u8]) -> Result<Option<Item>, StoreError> {
+        Ok(self
+            .get_observed(namespace, key, true)?
+            .map(|(item, _)| item))
+    }
+
+    /// Reads one item and reports its earlier fetches (meta `h`, `l`); marks it fetched
+    /// unless `bump` is false (meta `u`).
+    pub fn get_observed(
+        &self,
+        namespace: NamespaceId,
+        key: &[u8],
+        bump: bool,
+    ) -> Result<Option<(Item, AccessInfo)>, StoreError> {
         self.available()?;
         let Some(flushed) = self.shared.flushed.get(&namespace) else {
             return Err(StoreError::UnknownNamespace(namespace));
@@ -308,11 +325,38 @@ impl Store {
         };
         let record = Record::decode(&raw).map_err(|e| self.failed(&e.into()))?;
         let flushed_seq = flushed[usize::from(partition)].load(Ordering::Acquire);
-        if is_visible(&record.header, self.shared.clock.now(), flushed_seq) {
-            Ok(Some(item_from_record(record)))
-        } else {
-            Ok(None)
+        let now = self.shared.clock.now();
+        if !is_visible(&record.header, now, flushed_seq) {
+            return Ok(None);
         }
+        let item = item_from_record(record);
+        let access = self.observe(&engine_key, &item, now, bump);
+        Ok(Some((item, access)))
+    }
+
+    /// Records a fetch of `item` (returned by [`fetch`](Self::fetch) or
+    /// [`arith`](Self::arith)) and reports its earlier fetches.
+    pub fn observe_fetch(
+        &self,
+        namespace: NamespaceId,
+        key: &[u8],
+        item: &Item,
+        bump: bool,
+    ) -> AccessInfo {
+        let engine_key = ItemKey {
+            namespace,
+            partition: partition_of(namespace, key),
+            user_key: Bytes::copy_from_slice(key),
+        }
+        .encode();
+        self.observe(&engine_key, item, self.shared.clock.now(), bump)
+    }
+
+    fn observe(&self, engine_key: &[u8], item: &Item, now: u32, bump: bool) -> AccessInfo {
+        let key_hash = xxhash_rust::xxh3::xxh3_64(engine_key);
+        self.shared
+            .access
+            .observe(key_hash, item.seq, item.written_at, now, bump)
     }
 
     fn failed(&self, err: &EngineError) -> StoreError {

@@ -389,18 +389,24 @@ impl Writer {
         if req.compare_cas.is_some_and(|c| c != current.header.cas) {
             return DeleteOutcome::Exists;
         }
-        if req.invalidate {
+        if req.invalidate || req.remove_value {
             // Invalidation keeps the value so it can be served stale while one client
-            // (the next to fetch it, who wins) recomputes it.
+            // (the next to fetch it, who wins) recomputes it; `x` keeps the item but not
+            // its value.
             let header = ItemHeader {
-                state: ItemState::default().with(ItemState::STALE, true),
+                state: ItemState::default().with(ItemState::STALE, req.invalidate),
                 expires_at: req
                     .exptime
                     .map_or(current.header.expires_at, |e| e.resolve(now)),
                 written_at: now,
                 ..current.header
             };
-            self.write(group, slot, physical, header, current.value, req.new_cas);
+            let value = if req.remove_value {
+                Bytes::new()
+            } else {
+                current.value.clone()
+            };
+            self.write(group, slot, physical, header, value, req.new_cas);
         } else {
             self.remove(group, slot, physical);
         }
