@@ -56,6 +56,14 @@ impl RawHeader {
             .saturating_sub(u32::from(self.extras_len) + u32::from(self.key_len))
     }
 
+    /// Splits a body of this header's length into extras, key and value; `None` when the
+    /// header's lengths do not fit the body.
+    pub fn split_body<'a>(&self, body: &'a [u8]) -> Option<(&'a [u8], &'a [u8], &'a [u8])> {
+        let (extras, rest) = body.split_at_checked(usize::from(self.extras_len))?;
+        let (key, value) = rest.split_at_checked(usize::from(self.key_len))?;
+        Some((extras, key, value))
+    }
+
     pub fn write(&self, out: &mut BytesMut) {
         out.reserve(HEADER_LEN);
         out.put_u8(self.magic);
@@ -139,6 +147,13 @@ mod tests {
         h.body_len = 16;
         assert!(h.lengths_consistent());
         assert_eq!(h.value_len(), 5);
+        let body: Vec<u8> = (0..16).collect();
+        let (extras, key, value) = h.split_body(&body).unwrap();
+        assert_eq!(
+            (extras.len(), key, value),
+            (8, &[8, 9, 10][..], &[11, 12, 13, 14, 15][..])
+        );
+        assert!(h.split_body(&body[..10]).is_none());
     }
 
     #[test]

@@ -764,8 +764,11 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Re
             let Some(body) = buf.get(HEADER_LEN..frame_len) else {
                 return Decoded::Incomplete;
             };
-            let (extras, rest) = body.split_at(usize::from(raw.extras_len));
-            let (key, value) = rest.split_at(usize::from(raw.key_len));
+            let Some((extras, key, value)) = raw.split_body(body) else {
+                // `judge` has checked the lengths; should that ever change, this is still
+                // just an inconsistent frame.
+                return reject(buf, &raw, &header, limits, Status::InvalidArguments);
+            };
             Decoded::Done {
                 item: Ok(Request {
                     header,

@@ -194,15 +194,16 @@ pub fn decode_response(buf: &[u8]) -> Decoded<Result<Response, ResponseError>> {
     let Some(raw) = RawHeader::parse(buf) else {
         return Decoded::Incomplete;
     };
+    let mismatch = Decoded::Done {
+        item: Err(ResponseError::LengthMismatch {
+            extras: raw.extras_len,
+            key: raw.key_len,
+            body: raw.body_len,
+        }),
+        consumed: HEADER_LEN,
+    };
     if !raw.lengths_consistent() {
-        return Decoded::Done {
-            item: Err(ResponseError::LengthMismatch {
-                extras: raw.extras_len,
-                key: raw.key_len,
-                body: raw.body_len,
-            }),
-            consumed: HEADER_LEN,
-        };
+        return mismatch;
     }
     let frame_len = HEADER_LEN.saturating_add(raw.body_len as usize);
     let Some(body) = buf.get(HEADER_LEN..frame_len) else {
@@ -214,8 +215,9 @@ pub fn decode_response(buf: &[u8]) -> Decoded<Result<Response, ResponseError>> {
             consumed: frame_len,
         };
     };
-    let (extras, rest) = body.split_at(usize::from(raw.extras_len));
-    let (key, value) = rest.split_at(usize::from(raw.key_len));
+    let Some((extras, key, value)) = raw.split_body(body) else {
+        return mismatch;
+    };
     Decoded::Done {
         item: Ok(Response {
             opcode: raw.opcode,
