@@ -436,6 +436,19 @@ pub fn encode_request(req: &Request, out: &mut BytesMut) {
     }
 }
 
+/// The padded base64 form of `input`, as meta commands print a binary key (the `ME` line,
+/// or a `k` flag built by hand).
+pub fn base64_encode(input: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(base64::encoded_len(input.len()));
+    base64::encode_into(input, &mut out);
+    out.freeze()
+}
+
+/// Decodes a canonical padded base64 key; `None` for anything else or an empty result.
+pub fn base64_decode(input: &[u8]) -> Option<Bytes> {
+    base64::decode(input).map(Bytes::from)
+}
+
 /// Appends ` noreply` when asked to; shared by every command that takes it.
 pub(crate) fn put_noreply(noreply: bool, out: &mut BytesMut) {
     if noreply {
@@ -574,6 +587,13 @@ mod tests {
         assert_eq!(ok(b"version please\r\n"), Request::Version);
         assert_eq!(ok(b"quit\n"), Request::Quit);
         assert_eq!(ok(b"mn\r\n"), Request::MetaNoop);
+    }
+
+    #[test]
+    fn public_base64_helpers() {
+        assert_eq!(base64_encode(b"\x00k"), Bytes::from_static(b"AGs="));
+        assert_eq!(base64_decode(b"AGs="), Some(Bytes::from_static(b"\x00k")));
+        assert_eq!(base64_decode(b"AGs"), None);
     }
 
     #[test]
