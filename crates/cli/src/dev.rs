@@ -1,0 +1,162 @@
+//! `murakumo dev`: the whole of murakumo on one machine, with persistent data.
+//!
+//! Until the cluster exists this is one node: the fjall engine, the store, and the
+//! memcached front end in one process. The command and its flags stay the same when it
+//! grows into a local cluster.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use murakumo_engine_fjall::{FjallEngine, FjallOptions};
+use murakumo_gateway::{Gateway, GatewayConfig};
+use murakumo_protocol::Limits;
+use murakumo_server::{Clock, Store, StoreConfig, SyncPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// When acknowledged writes are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SyncMode {
+    /// fsync (shared by concurrent writers) before acknowledging each write.
+    Always,
+    /// Acknowledge once the write reached the OS (survives kill -9); fsync every
+    /// --sync-interval-ms.
+    Periodic,
+}
+
+/// Flags of `murakumo dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the data lives; reused across restarts.
+    #[arg(long, short = 's', default_value = "./murakumo-data")]
+    data_dir: PathBuf,
+    /// memcached address (text, meta and binary protocols).
+    #[arg(long, short = 'l', default_value = "127.0.0.1:11211")]
+    listen: SocketAddr,
+    /// Durability of acknowledged writes.
+    #[arg(long, value_enum, default_value_t = SyncMode::Periodic)]
+    sync: SyncMode,
+    /// fsync interval for --sync periodic, in milliseconds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    sync_interval_ms: u64,
+    /// Most simultaneous client connections (memcached -c).
+    #[arg(long, short = 'c', default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Close client connections idle this many seconds (0 = never).
+    #[arg(long, default_value_t = 0)]
+    idle_timeout: u64,
+    /// Largest value accepted, in bytes (memcached -I).
+    #[arg(long, short = 'I', default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=128 * 1024 * 1024))]
+    max_item_size: u64,
+    /// Block cache for the storage engine, in MiB.
+    #[arg(long, default_value_t = 256)]
+    cache_mb: u64,
+    /// Require SASL PLAIN on binary connections, with users from this file
+    /// (`user:password` per line).
+    #[arg(long)]
+    auth_file: Option<PathBuf>,
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let engine = FjallEngine::open(
+        &args.data_dir.join("store"),
+        FjallOptions {
+            cache_bytes: args.cache_mb * 1024 * 1024,
+        },
+    )
+    .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
+    let sync = match args.sync {
+        SyncMode::Always => SyncPolicy::Always,
+        SyncMode::Periodic => SyncPolicy::Periodic(Duration::from_millis(args.sync_interval_ms)),
+    };
+    let max_value_len = usize::try_from(args.max_item_size)?;
+    let store = Store::open(
+        Arc::new(engine),
+        StoreConfig {
+            sync,
+            max_value_len,
+            ..StoreConfig::default()
+        },
+        Clock::System,
+    )?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let sync_description = match sync {
+        SyncPolicy::Always => "always".to_owned(),
+        SyncPolicy::Periodic(every) => format!("periodic {}ms", every.as_millis()),
+    };
+    let config = GatewayConfig {
+        max_connections: usize::try_from(args.max_connections)?,
+        idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
+        limits: Limits {
+            max_value_len,
+            ..Limits::default()
+        },
+        sasl_users: args.auth_file.as_deref().map(read_auth_file).transpose()?,
+        node_name: local.to_string(),
+        sync_description: sync_description.clone(),
+        ..GatewayConfig::default()
+    };
+    let gateway = Gateway::new(store.clone(), config);
+    println!("murakumo {} dev", env!("CARGO_PKG_VERSION"));
+    println!("  memcached  {local}  (text, meta and binary protocols)");
+    println!(
+        "  data       {}  (sync {sync_description})",
+        args.data_dir.display()
+    );
+
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing requests in progress");
+        let _ = stop.send(true);
+    });
+    murakumo_gateway::serve(listener, gateway, stopped).await?;
+    store.shutdown().await;
+    if let Some(reason) = store.failure() {
+        anyhow::bail!("storage failed: {reason}");
+    }
+    tracing::info!("stopped cleanly; all acknowledged writes are on disk");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+fn read_auth_file(path: &std::path::Path) -> anyhow::Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading auth file {}", path.display()))?;
+    let mut users = HashMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (user, password) = line.split_once(':').with_context(|| {
+            format!("{}:{}: expected user:password", path.display(), number + 1)
+        })?;
+        users.insert(user.to_owned(), password.to_owned());
+    }
+    Ok(users)
+}

@@ -1,0 +1,45 @@
+//! `murakumo`: one binary, one subcommand per role (DESIGN.md §2).
+
+mod dev;
+
+use clap::{Parser, Subcommand};
+
+/// murakumo: a distributed, replicated, persistent memcached-compatible store.
+#[derive(Debug, Parser)]
+#[command(name = "murakumo", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run murakumo locally: a node serving memcached (text, meta, binary) with data on disk.
+    Dev(dev::DevArgs),
+    /// Load-test any memcached endpoint, checking every reply.
+    Bench(murakumo_bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Dev(args) => runtime.block_on(dev::run(args)),
+        Command::Bench(args) => {
+            let report = runtime.block_on(murakumo_bench::run(args))?;
+            if report.errors() > 0 {
+                anyhow::bail!("{} replies were wrong or missing", report.errors());
+            }
+            Ok(())
+        }
+    }
+}

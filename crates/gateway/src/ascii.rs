@@ -1,0 +1,305 @@
+//! Executing classic text-protocol commands.
+
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use murakumo_protocol::ascii::{self, ErrorReply, Request, Response};
+use murakumo_server::ops::{
+    ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, FetchOutcome, FetchRequest, Item,
+    StoreMode, StoreOutcome, StoreRequest,
+};
+use murakumo_server::{Exptime, StoreError};
+
+use crate::config::VERSION;
+use crate::connection::{Connection, Disconnected, Flow};
+use crate::stats::{StatsReply, bump, render};
+
+/// The reply memcached gives when a store cannot take a value.
+pub(crate) const TOO_LARGE: &str = "object too large for cache";
+
+impl Connection {
+    pub(crate) async fn execute_ascii(&mut self, request: Request) -> Result<Flow, Disconnected> {
+        match request {
+            Request::Get { keys, cas } => self.get(keys, cas, None).await?,
+            Request::GetAndTouch { exptime, keys, cas } => {
+                self.get(keys, cas, Some(Exptime(exptime))).await?;
+            }
+            Request::Store {
+                mode,
+                key,
+                flags,
+                exptime,
+                value,
+                noreply,
+            } => {
+                let reply = self.store_text(mode, key, flags, exptime, value).await;
+                self.reply(noreply, &reply);
+            }
+            Request::Arith {
+                key,
+                delta,
+                incr,
+                noreply,
+            } => {
+                let reply = self.arith_text(key, delta, incr).await;
+                self.reply(noreply, &reply);
+            }
+            Request::Touch {
+                key,
+                exptime,
+                noreply,
+            } => {
+                bump(&self.gateway.stats.cmd_touch);
+                let reply = match self
+                    .gateway
+                    .store
+                    .fetch(
+                        self.gateway.namespace,
+                        FetchRequest::touch(key, Exptime(exptime)),
+                    )
+                    .await
+                {
+                    Ok(FetchOutcome::Hit { .. }) => {
+                        bump(&self.gateway.stats.touch_hits);
+                        Response::Touched
+                    }
+                    Ok(FetchOutcome::Miss) => {
+                        bump(&self.gateway.stats.touch_misses);
+                        Response::NotFound
+                    }
+                    Err(err) => store_error(&err),
+                };
+                self.reply(noreply, &reply);
+            }
+            Request::Delete { key, noreply } => {
+                let reply = match self
+                    .gateway
+                    .store
+                    .delete(self.gateway.namespace, DeleteRequest::new(key))
+                    .await
+                {
+                    Ok(DeleteOutcome::Deleted) => {
+                        bump(&self.gateway.stats.delete_hits);
+                        Response::Deleted
+                    }
+                    Ok(DeleteOutcome::NotFound | DeleteOutcome::Exists) => {
+                        bump(&self.gateway.stats.delete_misses);
+                        Response::NotFound
+                    }
+                    Err(err) => store_error(&err),
+                };
+                self.reply(noreply, &reply);
+            }
+            Request::FlushAll { delay, noreply } => {
+                let reply = match self.flush_all(delay).await {
+                    Ok(()) => Response::Ok,
+                    Err(err) => store_error(&err),
+                };
+                self.reply(noreply, &reply);
+            }
+            Request::Version => self.reply(false, &Response::Version(VERSION.to_owned())),
+            Request::Verbosity { level, noreply } => {
+                self.gateway.verbosity.store(level, Ordering::Relaxed);
+                self.reply(noreply, &Response::Ok);
+            }
+            Request::Stats { group } => match render(&self.gateway, group.as_deref()) {
+                StatsReply::Lines(lines) => {
+                    for (name, value) in lines {
+                        ascii::encode_response(&Response::Stat { name, value }, &mut self.out);
+                    }
+                    ascii::encode_response(&Response::End, &mut self.out);
+                }
+                StatsReply::Reset => self.out.extend_from_slice(b"RESET\r\n"),
+                StatsReply::Unknown => {
+                    ascii::encode_response(&Response::Error(ErrorReply::Error), &mut self.out);
+                }
+            },
+            Request::Quit => return Ok(Flow::Close),
+            Request::MetaGet(request) => self.meta_get(request).await?,
+            Request::MetaSet(request) => self.meta_set(request).await,
+            Request::MetaDelete(request) => self.meta_delete(request).await,
+            Request::MetaArith(request) => self.meta_arith(request).await,
+            Request::MetaNoop => self.out.extend_from_slice(b"MN\r\n"),
+            Request::MetaDebug { key, base64 } => self.meta_debug(key, base64),
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Appends a reply unless the client said `noreply` (which, as in memcached, silences
+    /// errors too).
+    fn reply(&mut self, noreply: bool, response: &Response) {
+        if !noreply {
+            ascii::encode_response(response, &mut self.out);
+        }
+    }
+
+    /// get / gets / gat / gats: one `VALUE` per hit, in key order, then `END`; the reply
+    /// is written out in pieces when it grows large.
+    async fn get(
+        &mut self,
+        keys: Vec<Bytes>,
+        cas: bool,
+        touch: Option<Exptime>,
+    ) -> Result<(), Disconnected> {
+        let stats = &self.gateway.stats;
+        if touch.is_some() {
+            bump(&stats.cmd_touch);
+        }
+        for key in keys {
+            bump(&self.gateway.stats.cmd_get);
+            let found = match touch {
+                None => self.gateway.store.get(self.gateway.namespace, &key),
+                Some(exptime) => self
+                    .gateway
+                    .store
+                    .fetch(
+                        self.gateway.namespace,
+                        FetchRequest::touch(key.clone(), exptime),
+                    )
+                    .await
+                    .map(|outcome| match outcome {
+                        FetchOutcome::Hit { item, .. } => Some(item),
+                        FetchOutcome::Miss => None,
+                    }),
+            };
+            match found {
+                Ok(Some(item)) => {
+                    bump(&self.gateway.stats.get_hits);
+                    if touch.is_some() {
+                        bump(&self.gateway.stats.touch_hits);
+                    }
+                    let Item {
+                        value,
+                        client_flags,
+                        cas: item_cas,
+                        ..
+                    } = item;
+                    ascii::encode_response(
+                        &Response::Value {
+                            key,
+                            flags: client_flags,
+                            cas: cas.then_some(item_cas),
+                            data: value,
+                        },
+                        &mut self.out,
+                    );
+                }
+                Ok(None) => {
+                    bump(&self.gateway.stats.get_misses);
+                    if touch.is_some() {
+                        bump(&self.gateway.stats.touch_misses);
+                    }
+                }
+                Err(err) => {
+                    // Abandon the reply: a partial VALUE list followed by an error line is
+                    // how memcached reports a failure mid-multiget.
+                    ascii::encode_response(&store_error(&err), &mut self.out);
+                    return Ok(());
+                }
+            }
+            self.flush_if_full().await?;
+        }
+        ascii::encode_response(&Response::End, &mut self.out);
+        Ok(())
+    }
+
+    async fn store_text(
+        &mut self,
+        mode: ascii::StoreMode,
+        key: Bytes,
+        flags: u32,
+        exptime: i64,
+        value: Bytes,
+    ) -> Response {
+        let stats = &self.gateway.stats;
+        bump(&stats.cmd_set);
+        let (mode, compare_cas) = match mode {
+            ascii::StoreMode::Set => (StoreMode::Set, None),
+            ascii::StoreMode::Add => (StoreMode::Add, None),
+            ascii::StoreMode::Replace => (StoreMode::Replace, None),
+            ascii::StoreMode::Append => (StoreMode::Append, None),
+            ascii::StoreMode::Prepend => (StoreMode::Prepend, None),
+            ascii::StoreMode::Cas(cas) => (StoreMode::Set, Some(cas)),
+        };
+        let request = StoreRequest {
+            client_flags: flags,
+            exptime: Exptime(exptime),
+            mode,
+            compare_cas,
+            ..StoreRequest::set(key, value)
+        };
+        let outcome = self
+            .gateway
+            .store
+            .store(self.gateway.namespace, request)
+            .await;
+        if compare_cas.is_some() {
+            match outcome {
+                Ok(StoreOutcome::Stored { .. }) => bump(&stats.cas_hits),
+                Ok(StoreOutcome::Exists) => bump(&stats.cas_badval),
+                Ok(StoreOutcome::NotFound) => bump(&stats.cas_misses),
+                _ => {}
+            }
+        }
+        match outcome {
+            Ok(StoreOutcome::Stored { .. }) => Response::Stored,
+            Ok(StoreOutcome::NotStored) => Response::NotStored,
+            Ok(StoreOutcome::Exists) => Response::Exists,
+            Ok(StoreOutcome::NotFound) => Response::NotFound,
+            Ok(StoreOutcome::TooLarge) => {
+                Response::Error(ErrorReply::Server(Cow::Borrowed(TOO_LARGE)))
+            }
+            Err(err) => store_error(&err),
+        }
+    }
+
+    async fn arith_text(&mut self, key: Bytes, delta: u64, incr: bool) -> Response {
+        let stats = &self.gateway.stats;
+        let outcome = self
+            .gateway
+            .store
+            .arith(self.gateway.namespace, ArithRequest::new(key, incr, delta))
+            .await;
+        let (hits, misses) = if incr {
+            (&stats.incr_hits, &stats.incr_misses)
+        } else {
+            (&stats.decr_hits, &stats.decr_misses)
+        };
+        match outcome {
+            Ok(ArithOutcome::Updated { value, .. }) => {
+                bump(hits);
+                Response::Number(value)
+            }
+            Ok(ArithOutcome::NotFound | ArithOutcome::Exists) => {
+                bump(misses);
+                Response::NotFound
+            }
+            Ok(ArithOutcome::NonNumeric) => Response::Error(ErrorReply::Client(Cow::Borrowed(
+                "cannot increment or decrement non-numeric value",
+            ))),
+            Err(err) => store_error(&err),
+        }
+    }
+
+    /// `flush_all [delay]`: the delay follows memcached's expiry rules (relative up to 30
+    /// days, else an absolute time).
+    pub(crate) async fn flush_all(&mut self, delay: i64) -> Result<(), StoreError> {
+        bump(&self.gateway.stats.cmd_flush);
+        let delay_secs = if delay <= 0 {
+            0
+        } else {
+            let now = self.gateway.store.clock().now();
+            Exptime(delay).resolve(now).saturating_sub(now)
+        };
+        self.gateway
+            .store
+            .flush_all(self.gateway.namespace, delay_secs)
+            .await
+    }
+}
+
+/// The reply to a store failure: the node is out of service, and says so.
+pub(crate) fn store_error(err: &StoreError) -> Response {
+    Response::Error(ErrorReply::Server(Cow::Owned(err.to_string())))
+}

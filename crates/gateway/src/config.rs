@@ -1,0 +1,50 @@
+//! Front-end limits and identity.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use murakumo_protocol::Limits;
+
+/// How the memcached front end behaves towards clients.
+///
+/// Every limit has memcached's default and answers with memcached's error when hit, so
+/// an application moving from memcached sees the same behaviour at the same boundaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Most simultaneous client connections (memcached `-c`, default 1024). Beyond it a
+    /// new connection is told `ERROR Too many open connections` and closed.
+    pub max_connections: usize,
+    /// Close connections idle this long (memcached `-o idle_timeout`; `None` = never).
+    pub idle_timeout: Option<Duration>,
+    /// Key, value and line limits enforced while parsing.
+    pub limits: Limits,
+    /// Output bytes buffered for one connection before we stop and write them out. A
+    /// client that sends a large multi-get and never reads is then held back by TCP flow
+    /// control instead of growing our memory.
+    pub max_output_buffer: usize,
+    /// SASL PLAIN users and passwords for the binary protocol; `None` disables SASL (as
+    /// memcached without `-S`).
+    pub sasl_users: Option<HashMap<String, String>>,
+    /// Address shown as `murakumo_node` in `stats`.
+    pub node_name: String,
+    /// How the store syncs, shown in `stats settings`.
+    pub sync_description: String,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            idle_timeout: None,
+            limits: Limits::default(),
+            max_output_buffer: 256 * 1024,
+            sasl_users: None,
+            node_name: String::new(),
+            sync_description: String::new(),
+        }
+    }
+}
+
+/// What `version` answers: the memcached release whose behaviour we reproduce (clients
+/// parse the leading `major.minor.patch` to enable features), then our own version.
+pub const VERSION: &str = concat!("1.6.18-murakumo-", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,242 @@
+//! One client connection: read, decode, execute, reply, in order.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Buf, BytesMut};
+use murakumo_protocol::{AfterError, BINARY_REQUEST_MAGIC, Decoded, ascii, binary};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::Gateway;
+use crate::stats::bump;
+
+/// Initial read buffer; it grows only as far as one maximal frame needs.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Which protocol a connection speaks; fixed by its first byte, as in memcached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Ascii,
+    Binary,
+}
+
+/// What to do after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Next request.
+    Continue,
+    /// Write what is buffered, then close (`quit`, an unrecoverable framing error).
+    Close,
+}
+
+/// A client connection.
+///
+/// The loop is mini-redis's check–parse–advance: decode as many whole frames as the read
+/// buffer holds, execute each in order and append its reply to the write buffer, and
+/// write the buffer out when the input runs dry (so a pipeline of requests costs one
+/// write) or when it grows past the output limit (so memory stays bounded). Requests are
+/// executed one at a time, which is what keeps replies in request order.
+pub(crate) struct Connection {
+    stream: TcpStream,
+    pub(crate) gateway: Arc<Gateway>,
+    shutdown: watch::Receiver<bool>,
+    input: BytesMut,
+    pub(crate) out: BytesMut,
+    /// Bytes of a rejected data block still to discard.
+    swallow: u64,
+    protocol: Option<Protocol>,
+    /// Binary SASL: whether this connection has authenticated (always true without SASL).
+    pub(crate) authenticated: bool,
+}
+
+/// The write side failed; the connection is over.
+#[derive(Debug)]
+pub(crate) struct Disconnected;
+
+impl Connection {
+    pub(crate) fn new(
+        stream: TcpStream,
+        gateway: Arc<Gateway>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let authenticated = gateway.config.sasl_users.is_none();
+        Self {
+            stream,
+            gateway,
+            shutdown,
+            input: BytesMut::with_capacity(READ_CHUNK),
+            out: BytesMut::with_capacity(READ_CHUNK),
+            swallow: 0,
+            protocol: None,
+            authenticated,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let stats = &self.gateway.stats;
+        bump(&stats.total_connections);
+        stats.curr_connections.fetch_add(1, Ordering::Relaxed);
+        if let Err(Disconnected) = self.serve().await {
+            tracing::debug!("client went away mid-reply");
+        }
+        let _ = self.stream.shutdown().await;
+        self.gateway
+            .stats
+            .curr_connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    async fn serve(&mut self) -> Result<(), Disconnected> {
+        loop {
+            if self.process_buffered().await? == Flow::Close {
+                return self.flush().await;
+            }
+            self.flush().await?;
+            match self.read_more().await {
+                ReadOutcome::Data => {}
+                ReadOutcome::Closed => return Ok(()),
+            }
+        }
+    }
+
+    /// Executes every whole frame in the read buffer.
+    async fn process_buffered(&mut self) -> Result<Flow, Disconnected> {
+        loop {
+            if self.swallow > 0 {
+                let n = self.swallow.min(self.input.len() as u64);
+                self.input.advance(n as usize);
+                self.swallow -= n;
+                if self.swallow > 0 {
+                    return Ok(Flow::Continue);
+                }
+            }
+            let Some(&first) = self.input.first() else {
+                return Ok(Flow::Continue);
+            };
+            let protocol = *self
+                .protocol
+                .get_or_insert(if first == BINARY_REQUEST_MAGIC {
+                    Protocol::Binary
+                } else {
+                    Protocol::Ascii
+                });
+            let flow = match protocol {
+                Protocol::Ascii => {
+                    match ascii::decode_request(&self.input, &self.gateway.config.limits) {
+                        Decoded::Incomplete => return Ok(Flow::Continue),
+                        Decoded::Done { item, consumed } => {
+                            self.input.advance(consumed);
+                            match item {
+                                Ok(request) => self.execute_ascii(request).await?,
+                                Err(rejection) => {
+                                    ascii::encode_response(
+                                        &ascii::Response::Error(rejection.reply),
+                                        &mut self.out,
+                                    );
+                                    self.after_error(rejection.after)
+                                }
+                            }
+                        }
+                    }
+                }
+                Protocol::Binary => {
+                    match binary::decode_request(&self.input, &self.gateway.config.limits) {
+                        Decoded::Incomplete => return Ok(Flow::Continue),
+                        Decoded::Done { item, consumed } => {
+                            self.input.advance(consumed);
+                            match item {
+                                Ok(request) => self.execute_binary(request).await?,
+                                Err(rejection) => {
+                                    binary::encode_response(&rejection.response, &mut self.out);
+                                    self.after_error(rejection.after)
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            if flow == Flow::Close {
+                return Ok(Flow::Close);
+            }
+            self.flush_if_full().await?;
+        }
+    }
+
+    fn after_error(&mut self, after: AfterError) -> Flow {
+        match after {
+            AfterError::Continue => Flow::Continue,
+            AfterError::Swallow(bytes) => {
+                self.swallow = bytes;
+                Flow::Continue
+            }
+            AfterError::Close => Flow::Close,
+        }
+    }
+
+    /// Writes the reply buffer out if it has grown past the limit. Executors call this
+    /// between the parts of a long reply (a multi-get), which is what bounds memory.
+    pub(crate) async fn flush_if_full(&mut self) -> Result<(), Disconnected> {
+        if self.out.len() >= self.gateway.config.max_output_buffer {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), Disconnected> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let written = self.out.len() as u64;
+        self.stream
+            .write_all(&self.out)
+            .await
+            .map_err(|_| Disconnected)?;
+        self.out.clear();
+        self.gateway
+            .stats
+            .bytes_written
+            .fetch_add(written, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn read_more(&mut self) -> ReadOutcome {
+        if *self.shutdown.borrow() {
+            return ReadOutcome::Closed;
+        }
+        self.input.reserve(READ_CHUNK);
+        let idle = self.gateway.config.idle_timeout;
+        let read = async {
+            match idle {
+                Some(limit) => tokio::time::timeout(limit, self.stream.read_buf(&mut self.input))
+                    .await
+                    .ok(),
+                None => Some(self.stream.read_buf(&mut self.input).await),
+            }
+        };
+        let result = tokio::select! {
+            result = read => result,
+            _ = self.shutdown.wait_for(|stop| *stop) => return ReadOutcome::Closed,
+        };
+        match result {
+            None => {
+                bump(&self.gateway.stats.idle_kicks);
+                ReadOutcome::Closed
+            }
+            Some(Ok(0) | Err(_)) => ReadOutcome::Closed,
+            Some(Ok(n)) => {
+                self.gateway
+                    .stats
+                    .bytes_read
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                ReadOutcome::Data
+            }
+        }
+    }
+}
+
+enum ReadOutcome {
+    Data,
+    Closed,
+}

@@ -1,0 +1,64 @@
+//! The memcached front end.
+//!
+//! A [`Gateway`] accepts TCP connections and speaks memcached's text, meta and binary
+//! protocols on one port, telling them apart by the first byte as memcached does. Each
+//! request is decoded by `murakumo-protocol`, turned into a store operation
+//! (`murakumo_server::ops`), and the outcome composed back in the client's protocol.
+//!
+//! Today the operations go to the node's own [`Store`]. In the cluster the same front end
+//! will route them to partition leaders over RPC; nothing here depends on the store being
+//! local except the handle type.
+//!
+//! Resource bounds, per connection: the read buffer never holds more than one maximal
+//! frame (the decoders reject or swallow anything larger), and the write buffer is flushed
+//! to the socket whenever it passes [`GatewayConfig::max_output_buffer`], so a client that
+//! stops reading stalls only itself.
+
+mod ascii;
+mod binary;
+mod config;
+mod connection;
+mod listener;
+mod meta;
+mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::Instant;
+
+use murakumo_engine::keys::{DEFAULT_NAMESPACE, NamespaceId};
+use murakumo_server::Store;
+
+pub use config::{GatewayConfig, VERSION};
+pub use listener::serve;
+pub use stats::GatewayStats;
+
+/// Everything connections share: the store, the configuration and the counters.
+#[derive(Debug)]
+pub struct Gateway {
+    store: Store,
+    namespace: NamespaceId,
+    config: GatewayConfig,
+    stats: GatewayStats,
+    verbosity: AtomicU32,
+    started: Instant,
+}
+
+impl Gateway {
+    /// A front end for the default namespace of `store`.
+    pub fn new(store: Store, config: GatewayConfig) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            namespace: DEFAULT_NAMESPACE,
+            config,
+            stats: GatewayStats::default(),
+            verbosity: AtomicU32::new(0),
+            started: Instant::now(),
+        })
+    }
+
+    /// The counters, for tests and metrics.
+    pub fn stats(&self) -> &GatewayStats {
+        &self.stats
+    }
+}

@@ -1,0 +1,411 @@
+//! Executing meta commands (`mg`, `ms`, `md`, `ma`, `me`).
+//!
+//! Return flags are echoed in the order the client asked for them, then `W`, `X`, `Z`, as
+//! memcached does. Quiet mode (`q`) hides the "nominal" reply of each command: `EN` for
+//! `mg`, `HD` for `ms`, `HD`/`NF` for `md`, `HD` for `ma`; failures are always sent.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use murakumo_protocol::ascii::{
+    self, ErrorReply, MetaArith, MetaArithFlag, MetaArithMode, MetaDebugResponse, MetaDelete,
+    MetaDeleteFlag, MetaGet, MetaGetFlag, MetaResponse, MetaSet, MetaSetFlag, MetaSetMode,
+    MetaStatus, Response, ReturnFlag,
+};
+use murakumo_server::expiry::remaining_ttl;
+use murakumo_server::ops::{
+    ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, FetchOutcome, FetchRequest, Item,
+    StoreMode, StoreOutcome, StoreRequest,
+};
+use murakumo_server::{AccessInfo, Exptime, StoreError};
+
+use crate::ascii::{TOO_LARGE, store_error};
+use crate::connection::{Connection, Disconnected};
+use crate::stats::bump;
+
+/// A meta get hit, with what the reply needs beyond the item.
+struct Hit {
+    item: Item,
+    won: bool,
+    access: AccessInfo,
+}
+
+impl Connection {
+    pub(crate) async fn meta_get(&mut self, request: MetaGet) -> Result<(), Disconnected> {
+        bump(&self.gateway.stats.cmd_get);
+        let mut fetch = FetchRequest {
+            key: request.key.clone(),
+            touch: None,
+            vivify: None,
+            recache_below: None,
+            new_cas: None,
+        };
+        let mut bump_access = true;
+        for flag in &request.flags {
+            match flag {
+                MetaGetFlag::Touch(ttl) => fetch.touch = Some(Exptime(*ttl)),
+                MetaGetFlag::Vivify(ttl) => fetch.vivify = Some(Exptime(*ttl)),
+                MetaGetFlag::Recache(ttl) => {
+                    fetch.recache_below = Some(u32::try_from(*ttl).unwrap_or(0));
+                }
+                MetaGetFlag::NewCas(cas) => fetch.new_cas = Some(*cas),
+                MetaGetFlag::NoBump => bump_access = false,
+                _ => {}
+            }
+        }
+        let hit = match self.meta_lookup(&request.key, fetch, bump_access).await {
+            Ok(hit) => hit,
+            Err(err) => {
+                ascii::encode_response(&store_error(&err), &mut self.out);
+                return Ok(());
+            }
+        };
+        let stats = &self.gateway.stats;
+        let quiet = request
+            .flags
+            .iter()
+            .any(|f| matches!(f, MetaGetFlag::Quiet));
+        let Some(Hit { item, won, access }) = hit else {
+            bump(&stats.get_misses);
+            if !quiet {
+                let mut reply = MetaResponse::new(MetaStatus::En);
+                for flag in &request.flags {
+                    match flag {
+                        MetaGetFlag::Opaque(opaque) => {
+                            reply.flags.push(ReturnFlag::Opaque(opaque.clone()));
+                        }
+                        MetaGetFlag::ReturnKey => reply.flags.push(ReturnFlag::Key {
+                            key: request.key.clone(),
+                            base64: request.base64,
+                        }),
+                        _ => {}
+                    }
+                }
+                ascii::encode_response(&Response::Meta(reply), &mut self.out);
+            }
+            return Ok(());
+        };
+        bump(&stats.get_hits);
+        let now = self.gateway.store.clock().now();
+        let wants_value = request
+            .flags
+            .iter()
+            .any(|f| matches!(f, MetaGetFlag::ReturnValue));
+        let mut reply = MetaResponse::new(if wants_value {
+            MetaStatus::Va
+        } else {
+            MetaStatus::Hd
+        });
+        for flag in &request.flags {
+            reply.flags.push(match flag {
+                MetaGetFlag::ReturnCas => ReturnFlag::Cas(item.cas),
+                MetaGetFlag::ReturnClientFlags => ReturnFlag::ClientFlags(item.client_flags),
+                MetaGetFlag::ReturnHit => ReturnFlag::Hit(access.fetched_before),
+                MetaGetFlag::ReturnKey => ReturnFlag::Key {
+                    key: request.key.clone(),
+                    base64: request.base64,
+                },
+                MetaGetFlag::ReturnLastAccess => {
+                    ReturnFlag::LastAccess(u64::from(now.saturating_sub(access.last_access)))
+                }
+                MetaGetFlag::Opaque(opaque) => ReturnFlag::Opaque(opaque.clone()),
+                MetaGetFlag::ReturnSize => ReturnFlag::Size(item.value.len() as u64),
+                MetaGetFlag::ReturnTtl => ReturnFlag::Ttl(remaining_ttl(item.expires_at, now)),
+                _ => continue,
+            });
+        }
+        push_lease_flags(&mut reply, &item, won);
+        if wants_value {
+            reply.data = Some(item.value);
+        }
+        ascii::encode_response(&Response::Meta(reply), &mut self.out);
+        self.flush_if_full().await
+    }
+
+    /// Finds the item for `mg`. A plain read is served on this thread; anything that may
+    /// change the item (touch, vivify, recache, or a stale item whose win has not been
+    /// handed out yet) goes through the writer so exactly one client wins.
+    async fn meta_lookup(
+        &mut self,
+        key: &Bytes,
+        fetch: FetchRequest,
+        bump_access: bool,
+    ) -> Result<Option<Hit>, StoreError> {
+        let store = &self.gateway.store;
+        let ns = self.gateway.namespace;
+        let modifies =
+            fetch.touch.is_some() || fetch.vivify.is_some() || fetch.recache_below.is_some();
+        if !modifies {
+            match store.get_observed(ns, key, bump_access)? {
+                None => return Ok(None),
+                Some((item, access)) if !item.stale || item.win_sent => {
+                    return Ok(Some(Hit {
+                        item,
+                        won: false,
+                        access,
+                    }));
+                }
+                Some(_) => {}
+            }
+        }
+        match store.fetch(ns, fetch).await? {
+            FetchOutcome::Miss => Ok(None),
+            FetchOutcome::Hit { item, won, .. } => {
+                let access = store.observe_fetch(ns, key, &item, bump_access);
+                Ok(Some(Hit { item, won, access }))
+            }
+        }
+    }
+
+    pub(crate) async fn meta_set(&mut self, request: MetaSet) {
+        bump(&self.gateway.stats.cmd_set);
+        let mode = match request.mode() {
+            MetaSetMode::Set => StoreMode::Set,
+            MetaSetMode::Add => StoreMode::Add,
+            MetaSetMode::Replace => StoreMode::Replace,
+            MetaSetMode::Append => StoreMode::Append,
+            MetaSetMode::Prepend => StoreMode::Prepend,
+        };
+        let mut store = StoreRequest {
+            mode,
+            ..StoreRequest::set(request.key.clone(), request.value.clone())
+        };
+        for flag in &request.flags {
+            match flag {
+                MetaSetFlag::CompareCas(cas) => store.compare_cas = Some(*cas),
+                MetaSetFlag::NewCas(cas) => store.new_cas = Some(*cas),
+                MetaSetFlag::ClientFlags(flags) => store.client_flags = *flags,
+                MetaSetFlag::Invalidate => store.invalidate = true,
+                MetaSetFlag::Ttl(ttl) => store.exptime = Exptime(*ttl),
+                MetaSetFlag::Vivify(ttl) => store.vivify = Some(Exptime(*ttl)),
+                _ => {}
+            }
+        }
+        let compare = store.compare_cas.is_some();
+        let outcome = self
+            .gateway
+            .store
+            .store(self.gateway.namespace, store)
+            .await;
+        let stats = &self.gateway.stats;
+        if compare {
+            match outcome {
+                Ok(StoreOutcome::Stored { .. }) => bump(&stats.cas_hits),
+                Ok(StoreOutcome::Exists) => bump(&stats.cas_badval),
+                Ok(StoreOutcome::NotFound) => bump(&stats.cas_misses),
+                _ => {}
+            }
+        }
+        let (status, cas) = match outcome {
+            Ok(StoreOutcome::Stored { cas }) => (MetaStatus::Hd, cas),
+            Ok(StoreOutcome::NotStored) => (MetaStatus::Ns, 0),
+            Ok(StoreOutcome::Exists) => (MetaStatus::Ex, 0),
+            Ok(StoreOutcome::NotFound) => (MetaStatus::Nf, 0),
+            Ok(StoreOutcome::TooLarge) => {
+                return self.error(ErrorReply::Server(Cow::Borrowed(TOO_LARGE)));
+            }
+            Err(err) => return ascii::encode_response(&store_error(&err), &mut self.out),
+        };
+        if status == MetaStatus::Hd && request.is_quiet() {
+            return;
+        }
+        let mut reply = MetaResponse::new(status);
+        for flag in &request.flags {
+            reply.flags.push(match flag {
+                MetaSetFlag::ReturnCas => ReturnFlag::Cas(cas),
+                MetaSetFlag::ReturnKey => ReturnFlag::Key {
+                    key: request.key.clone(),
+                    base64: request.base64,
+                },
+                MetaSetFlag::Opaque(opaque) => ReturnFlag::Opaque(opaque.clone()),
+                MetaSetFlag::ReturnSize => ReturnFlag::Size(request.value.len() as u64),
+                _ => continue,
+            });
+        }
+        ascii::encode_response(&Response::Meta(reply), &mut self.out);
+    }
+
+    pub(crate) async fn meta_delete(&mut self, request: MetaDelete) {
+        let mut delete = DeleteRequest::new(request.key.clone());
+        for flag in &request.flags {
+            match flag {
+                MetaDeleteFlag::CompareCas(cas) => delete.compare_cas = Some(*cas),
+                MetaDeleteFlag::NewCas(cas) => delete.new_cas = Some(*cas),
+                MetaDeleteFlag::Invalidate => delete.invalidate = true,
+                MetaDeleteFlag::Ttl(ttl) => delete.exptime = Some(Exptime(*ttl)),
+                MetaDeleteFlag::RemoveValue => delete.remove_value = true,
+                _ => {}
+            }
+        }
+        let stats = &self.gateway.stats;
+        let status = match self
+            .gateway
+            .store
+            .delete(self.gateway.namespace, delete)
+            .await
+        {
+            Ok(DeleteOutcome::Deleted) => {
+                bump(&stats.delete_hits);
+                MetaStatus::Hd
+            }
+            Ok(DeleteOutcome::NotFound) => {
+                bump(&stats.delete_misses);
+                MetaStatus::Nf
+            }
+            Ok(DeleteOutcome::Exists) => MetaStatus::Ex,
+            Err(err) => return ascii::encode_response(&store_error(&err), &mut self.out),
+        };
+        if matches!(status, MetaStatus::Hd | MetaStatus::Nf) && request.is_quiet() {
+            return;
+        }
+        let mut reply = MetaResponse::new(status);
+        for flag in &request.flags {
+            reply.flags.push(match flag {
+                MetaDeleteFlag::ReturnKey => ReturnFlag::Key {
+                    key: request.key.clone(),
+                    base64: request.base64,
+                },
+                MetaDeleteFlag::Opaque(opaque) => ReturnFlag::Opaque(opaque.clone()),
+                _ => continue,
+            });
+        }
+        ascii::encode_response(&Response::Meta(reply), &mut self.out);
+    }
+
+    pub(crate) async fn meta_arith(&mut self, request: MetaArith) {
+        let incr = request.mode() == MetaArithMode::Incr;
+        let mut arith = ArithRequest::new(request.key.clone(), incr, request.delta());
+        let mut vivify_ttl = None;
+        let mut initial = 0;
+        for flag in &request.flags {
+            match flag {
+                MetaArithFlag::CompareCas(cas) => arith.compare_cas = Some(*cas),
+                MetaArithFlag::NewCas(cas) => arith.new_cas = Some(*cas),
+                MetaArithFlag::Vivify(ttl) => vivify_ttl = Some(Exptime(*ttl)),
+                MetaArithFlag::Initial(value) => initial = *value,
+                MetaArithFlag::Ttl(ttl) => arith.exptime = Some(Exptime(*ttl)),
+                _ => {}
+            }
+        }
+        arith.vivify = vivify_ttl.map(|ttl| (initial, ttl));
+        let stats = &self.gateway.stats;
+        let (hits, misses) = if incr {
+            (&stats.incr_hits, &stats.incr_misses)
+        } else {
+            (&stats.decr_hits, &stats.decr_misses)
+        };
+        let (status, updated) = match self
+            .gateway
+            .store
+            .arith(self.gateway.namespace, arith)
+            .await
+        {
+            Ok(ArithOutcome::Updated { value, item }) => {
+                bump(hits);
+                (MetaStatus::Hd, Some((value, item)))
+            }
+            Ok(ArithOutcome::NotFound) => {
+                bump(misses);
+                (MetaStatus::Nf, None)
+            }
+            Ok(ArithOutcome::Exists) => (MetaStatus::Ex, None),
+            Ok(ArithOutcome::NonNumeric) => {
+                return self.error(ErrorReply::Client(Cow::Borrowed(
+                    "cannot increment or decrement non-numeric value",
+                )));
+            }
+            Err(err) => return ascii::encode_response(&store_error(&err), &mut self.out),
+        };
+        if status == MetaStatus::Hd && request.is_quiet() {
+            return;
+        }
+        let wants_value = request
+            .flags
+            .iter()
+            .any(|f| matches!(f, MetaArithFlag::ReturnValue));
+        let now = self.gateway.store.clock().now();
+        let mut reply = MetaResponse::new(status);
+        if let (Some((value, _)), true) = (&updated, wants_value) {
+            reply.status = MetaStatus::Va;
+            reply.data = Some(Bytes::from(value.to_string()));
+        }
+        let item = updated.map(|(_, item)| item);
+        for flag in &request.flags {
+            reply.flags.push(match (flag, &item) {
+                (MetaArithFlag::ReturnTtl, Some(item)) => {
+                    ReturnFlag::Ttl(remaining_ttl(item.expires_at, now))
+                }
+                (MetaArithFlag::ReturnCas, Some(item)) => ReturnFlag::Cas(item.cas),
+                (MetaArithFlag::ReturnKey, _) => ReturnFlag::Key {
+                    key: request.key.clone(),
+                    base64: request.base64,
+                },
+                (MetaArithFlag::Opaque(opaque), _) => ReturnFlag::Opaque(opaque.clone()),
+                _ => continue,
+            });
+        }
+        ascii::encode_response(&Response::Meta(reply), &mut self.out);
+    }
+
+    /// `me <key>`: the item's metadata in memcached's `name=value` form.
+    pub(crate) fn meta_debug(&mut self, key: Bytes, base64: bool) {
+        let store = &self.gateway.store;
+        let found = match store.get_observed(self.gateway.namespace, &key, false) {
+            Ok(found) => found,
+            Err(err) => return ascii::encode_response(&store_error(&err), &mut self.out),
+        };
+        let Some((item, access)) = found else {
+            return ascii::encode_response(
+                &Response::Meta(MetaResponse::new(MetaStatus::En)),
+                &mut self.out,
+            );
+        };
+        let now = store.clock().now();
+        let printed_key = if base64 {
+            ascii::base64_encode(&key)
+        } else {
+            key
+        };
+        let fields = vec![
+            (
+                "exp".to_owned(),
+                remaining_ttl(item.expires_at, now).to_string(),
+            ),
+            (
+                "la".to_owned(),
+                now.saturating_sub(access.last_access).to_string(),
+            ),
+            ("cas".to_owned(), item.cas.to_string()),
+            (
+                "fetch".to_owned(),
+                if access.fetched_before { "yes" } else { "no" }.to_owned(),
+            ),
+            ("cls".to_owned(), "1".to_owned()),
+            ("size".to_owned(), item.value.len().to_string()),
+        ];
+        ascii::encode_response(
+            &Response::MetaDebug(MetaDebugResponse {
+                key: printed_key,
+                fields,
+            }),
+            &mut self.out,
+        );
+    }
+
+    fn error(&mut self, reply: ErrorReply) {
+        ascii::encode_response(&Response::Error(reply), &mut self.out);
+    }
+}
+
+/// `W` (this client won the recache), `X` (stale), `Z` (someone else already won).
+fn push_lease_flags(reply: &mut MetaResponse, item: &Item, won: bool) {
+    if won {
+        reply.flags.push(ReturnFlag::Won);
+    }
+    if item.stale {
+        reply.flags.push(ReturnFlag::Stale);
+    }
+    if item.win_sent && !won {
+        reply.flags.push(ReturnFlag::AlreadyWon);
+    }
+}

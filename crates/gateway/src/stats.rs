@@ -1,0 +1,252 @@
+//! Counters with memcached's names, and the `stats` replies built from them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::Gateway;
+use crate::config::VERSION;
+
+/// Front-end counters. Each is one relaxed atomic: exact totals, no ordering needs.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    /// Keys looked up by get/gets/gat/gats/mg (memcached counts keys, not commands).
+    pub cmd_get: AtomicU64,
+    /// Storage commands.
+    pub cmd_set: AtomicU64,
+    /// flush_all commands.
+    pub cmd_flush: AtomicU64,
+    /// touch/gat commands.
+    pub cmd_touch: AtomicU64,
+    /// Lookups that found the key.
+    pub get_hits: AtomicU64,
+    /// Lookups that did not.
+    pub get_misses: AtomicU64,
+    /// Deletes that removed something.
+    pub delete_hits: AtomicU64,
+    /// Deletes of missing keys.
+    pub delete_misses: AtomicU64,
+    /// Successful incr.
+    pub incr_hits: AtomicU64,
+    /// incr of missing keys.
+    pub incr_misses: AtomicU64,
+    /// Successful decr.
+    pub decr_hits: AtomicU64,
+    /// decr of missing keys.
+    pub decr_misses: AtomicU64,
+    /// CAS stores that succeeded.
+    pub cas_hits: AtomicU64,
+    /// CAS stores on missing keys.
+    pub cas_misses: AtomicU64,
+    /// CAS stores with a stale CAS.
+    pub cas_badval: AtomicU64,
+    /// Touches that found the key.
+    pub touch_hits: AtomicU64,
+    /// Touches of missing keys.
+    pub touch_misses: AtomicU64,
+    /// SASL authentication attempts.
+    pub auth_cmds: AtomicU64,
+    /// Failed SASL authentications.
+    pub auth_errors: AtomicU64,
+    /// Open client connections.
+    pub curr_connections: AtomicU64,
+    /// Connections accepted since start.
+    pub total_connections: AtomicU64,
+    /// Connections refused for exceeding the limit.
+    pub rejected_connections: AtomicU64,
+    /// Connections closed for idling.
+    pub idle_kicks: AtomicU64,
+    /// Bytes read from clients.
+    pub bytes_read: AtomicU64,
+    /// Bytes written to clients.
+    pub bytes_written: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl GatewayStats {
+    /// `stats reset`: zero the cumulative counters (not the gauges).
+    pub fn reset(&self) {
+        for counter in [
+            &self.cmd_get,
+            &self.cmd_set,
+            &self.cmd_flush,
+            &self.cmd_touch,
+            &self.get_hits,
+            &self.get_misses,
+            &self.delete_hits,
+            &self.delete_misses,
+            &self.incr_hits,
+            &self.incr_misses,
+            &self.decr_hits,
+            &self.decr_misses,
+            &self.cas_hits,
+            &self.cas_misses,
+            &self.cas_badval,
+            &self.touch_hits,
+            &self.touch_misses,
+            &self.auth_cmds,
+            &self.auth_errors,
+            &self.total_connections,
+            &self.rejected_connections,
+            &self.idle_kicks,
+            &self.bytes_read,
+            &self.bytes_written,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The reply to one `stats` request.
+pub(crate) enum StatsReply {
+    /// `STAT name value` lines.
+    Lines(Vec<(String, String)>),
+    /// `stats reset`.
+    Reset,
+    /// A group we do not have.
+    Unknown,
+}
+
+/// Builds the reply to `stats [group]`.
+pub(crate) fn render(gateway: &Gateway, group: Option<&[u8]>) -> StatsReply {
+    match group.map(<[u8]>::trim_ascii) {
+        None | Some(b"") => StatsReply::Lines(general(gateway)),
+        Some(b"settings") => StatsReply::Lines(settings(gateway)),
+        Some(b"items") => StatsReply::Lines(items(gateway)),
+        Some(b"cluster") => StatsReply::Lines(cluster(gateway)),
+        Some(b"reset") => {
+            gateway.stats.reset();
+            StatsReply::Reset
+        }
+        Some(_) => StatsReply::Unknown,
+    }
+}
+
+fn line(name: &str, value: impl std::fmt::Display) -> (String, String) {
+    (name.to_owned(), value.to_string())
+}
+
+fn general(gw: &Gateway) -> Vec<(String, String)> {
+    let s = &gw.stats;
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let store = gw.store.stats();
+    let now = gw.store.clock().now();
+    let (user, system) = cpu_times();
+    let mut lines = vec![
+        line("pid", std::process::id()),
+        line("uptime", gw.started.elapsed().as_secs()),
+        line("time", now),
+        line("version", VERSION),
+        line("pointer_size", usize::BITS),
+        line("rusage_user", user),
+        line("rusage_system", system),
+        line("max_connections", gw.config.max_connections),
+        line("curr_connections", get(&s.curr_connections)),
+        line("total_connections", get(&s.total_connections)),
+        line("rejected_connections", get(&s.rejected_connections)),
+        line("cmd_get", get(&s.cmd_get)),
+        line("cmd_set", get(&s.cmd_set)),
+        line("cmd_flush", get(&s.cmd_flush)),
+        line("cmd_touch", get(&s.cmd_touch)),
+        line("get_hits", get(&s.get_hits)),
+        line("get_misses", get(&s.get_misses)),
+        line("delete_misses", get(&s.delete_misses)),
+        line("delete_hits", get(&s.delete_hits)),
+        line("incr_misses", get(&s.incr_misses)),
+        line("incr_hits", get(&s.incr_hits)),
+        line("decr_misses", get(&s.decr_misses)),
+        line("decr_hits", get(&s.decr_hits)),
+        line("cas_misses", get(&s.cas_misses)),
+        line("cas_hits", get(&s.cas_hits)),
+        line("cas_badval", get(&s.cas_badval)),
+        line("touch_hits", get(&s.touch_hits)),
+        line("touch_misses", get(&s.touch_misses)),
+        line("auth_cmds", get(&s.auth_cmds)),
+        line("auth_errors", get(&s.auth_errors)),
+        line("idle_kicks", get(&s.idle_kicks)),
+        line("bytes_read", get(&s.bytes_read)),
+        line("bytes_written", get(&s.bytes_written)),
+        line("threads", tokio_workers()),
+        line("curr_items", store.curr_items),
+        line("total_items", store.total_items),
+        line("bytes", store.bytes),
+        // Persistent storage never evicts a live item to make room.
+        line("evictions", 0),
+        line("reclaimed", store.reclaimed),
+        line("murakumo_disk_bytes", store.disk_bytes),
+        line("murakumo_commit_groups", store.commit_groups),
+    ];
+    lines.extend(cluster(gw));
+    lines
+}
+
+fn settings(gw: &Gateway) -> Vec<(String, String)> {
+    let c = &gw.config;
+    vec![
+        line("maxconns", c.max_connections),
+        line("inter", &c.node_name),
+        line("verbosity", gw.verbosity.load(Ordering::Relaxed)),
+        line("evictions", "off"),
+        line("cas_enabled", "yes"),
+        line(
+            "auth_enabled_sasl",
+            if c.sasl_users.is_some() { "yes" } else { "no" },
+        ),
+        line("item_size_max", c.limits.max_value_len),
+        line("key_max_length", c.limits.max_key_len),
+        line("max_line_length", c.limits.max_line_len),
+        line("idle_time", c.idle_timeout.map_or(0, |d| d.as_secs())),
+        line("binding_protocol", "auto-negotiate"),
+        line("murakumo_sync", &c.sync_description),
+        line("murakumo_output_buffer_max", c.max_output_buffer),
+    ]
+}
+
+fn items(gw: &Gateway) -> Vec<(String, String)> {
+    let store = gw.store.stats();
+    if store.curr_items == 0 {
+        // Like memcached, which lists only slab classes that hold items.
+        return Vec::new();
+    }
+    // One storage class: there are no slabs behind an LSM tree.
+    vec![
+        line("items:1:number", store.curr_items),
+        line("items:1:evicted", 0),
+        line("items:1:outofmemory", 0),
+        line("items:1:reclaimed", store.reclaimed),
+        line("items:1:mem_requested", store.bytes),
+    ]
+}
+
+/// Kai-style cluster fields; a single node is its own whole cluster.
+fn cluster(gw: &Gateway) -> Vec<(String, String)> {
+    vec![
+        line("murakumo_node", &gw.config.node_name),
+        line("murakumo_replicas", 1),
+        line("murakumo_epoch", 0),
+        line("murakumo_servers", 1),
+        line("murakumo_servers_down", 0),
+        line("murakumo_partitions_under_replicated", 0),
+    ]
+}
+
+fn tokio_workers() -> usize {
+    tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers())
+}
+
+/// User and system CPU time as memcached prints them (`seconds.microseconds`), from
+/// /proc/self/stat (clock ticks of 1/100 s on Linux); zeros where that is unavailable.
+fn cpu_times() -> (String, String) {
+    let parse = || -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let mut fields = rest.split(' ').skip(11);
+        Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+    };
+    let (user, system) = parse().unwrap_or((0, 0));
+    let fmt = |ticks: u64| format!("{}.{:06}", ticks / 100, (ticks % 100) * 10_000);
+    (fmt(user), fmt(system))
+}
