@@ -13,11 +13,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use murakumo_engine_fjall::{FjallEngine, FjallOptions};
-use murakumo_gateway::{Gateway, GatewayConfig};
+use murakumo_gateway::{Gateway, GatewayConfig, read_memory_limit};
 use murakumo_protocol::Limits;
 use murakumo_server::{Clock, Store, StoreConfig, SyncPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// Item cache when neither `--cache-mb` nor an earlier `cache_memlimit` says otherwise.
+const DEFAULT_CACHE_MB: u64 = 256;
 
 /// When acknowledged writes are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -53,9 +56,10 @@ pub struct DevArgs {
     /// Largest value accepted, in bytes (memcached -I).
     #[arg(long, short = 'I', default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=128 * 1024 * 1024))]
     max_item_size: u64,
-    /// Block cache for the storage engine, in MiB.
-    #[arg(long, default_value_t = 256)]
-    cache_mb: u64,
+    /// Memory for caching items (the storage engine's block cache), in MiB. Without it,
+    /// the last `cache_memlimit` a client sent is used, else 256.
+    #[arg(long, short = 'm')]
+    cache_mb: Option<u64>,
     /// Require SASL PLAIN on binary connections, with users from this file
     /// (`user:password` per line).
     #[arg(long)]
@@ -65,10 +69,17 @@ pub struct DevArgs {
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let memory_limit_file = args.data_dir.join("memory-limit");
+    let cache_mb = match args.cache_mb {
+        Some(mb) => mb,
+        None => read_memory_limit(&memory_limit_file)
+            .with_context(|| format!("reading {}", memory_limit_file.display()))?
+            .unwrap_or(DEFAULT_CACHE_MB),
+    };
     let engine = FjallEngine::open(
         &args.data_dir.join("store"),
         FjallOptions {
-            cache_bytes: args.cache_mb * 1024 * 1024,
+            cache_bytes: cache_mb * 1024 * 1024,
         },
     )
     .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
@@ -104,6 +115,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         sasl_users: args.auth_file.as_deref().map(read_auth_file).transpose()?,
         node_name: local.to_string(),
         sync_description: sync_description.clone(),
+        memory_limit_mb: cache_mb,
+        memory_limit_file: Some(memory_limit_file),
         ..GatewayConfig::default()
     };
     let gateway = Gateway::new(store.clone(), config);

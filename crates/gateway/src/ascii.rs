@@ -111,10 +111,26 @@ impl Connection {
                     ascii::encode_response(&Response::End, &mut self.out);
                 }
                 StatsReply::Reset => self.out.extend_from_slice(b"RESET\r\n"),
+                StatsReply::Items(items) => {
+                    for (key, size, expires_at) in items {
+                        self.out.extend_from_slice(b"ITEM ");
+                        self.out.extend_from_slice(&key);
+                        self.out.extend_from_slice(
+                            format!(" [{size} b; {expires_at} s]\r\n").as_bytes(),
+                        );
+                    }
+                    ascii::encode_response(&Response::End, &mut self.out);
+                }
                 StatsReply::Unknown => {
                     ascii::encode_response(&Response::Error(ErrorReply::Error), &mut self.out);
                 }
             },
+            Request::CacheMemlimit { megabytes, noreply } => {
+                let reply = self.cache_memlimit(megabytes);
+                if !noreply {
+                    self.out.extend_from_slice(reply);
+                }
+            }
             Request::Quit => return Ok(Flow::Close),
             Request::MetaGet(request) => self.meta_get(request).await?,
             Request::MetaSet(request) => self.meta_set(request).await,
@@ -296,6 +312,35 @@ impl Connection {
             .store
             .flush_all(self.gateway.namespace, delay_secs)
             .await
+    }
+}
+
+impl Connection {
+    /// `cache_memlimit`: record the limit for the next start (see
+    /// [`GatewayConfig::memory_limit_file`](crate::GatewayConfig::memory_limit_file)).
+    fn cache_memlimit(&mut self, megabytes: u64) -> &'static [u8] {
+        if megabytes < crate::config::MIN_MEMORY_LIMIT_MB {
+            return b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n";
+        }
+        let Some(file) = &self.gateway.config.memory_limit_file else {
+            return b"SERVER_ERROR this node has no place to record a memory limit\r\n";
+        };
+        match crate::config::write_memory_limit(file, megabytes) {
+            Ok(()) => {
+                self.gateway
+                    .requested_memory_limit_mb
+                    .store(megabytes, Ordering::Relaxed);
+                tracing::info!(
+                    megabytes,
+                    "cache_memlimit recorded; it takes effect at the next start"
+                );
+                b"OK\r\n"
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cache_memlimit: cannot record the limit");
+                b"SERVER_ERROR cannot record the memory limit\r\n"
+            }
+        }
     }
 }
 

@@ -173,7 +173,8 @@ impl Connection {
                         Some(Response::ok(&header))
                     }
                     StatsReply::Reset => Some(Response::ok(&header)),
-                    StatsReply::Unknown => {
+                    // memcached serves cachedump over the text protocol only.
+                    StatsReply::Items(_) | StatsReply::Unknown => {
                         Some(Response::for_request(&header, Status::KeyNotFound))
                     }
                 }

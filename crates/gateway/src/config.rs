@@ -1,6 +1,7 @@
 //! Front-end limits and identity.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use murakumo_protocol::Limits;
@@ -29,6 +30,12 @@ pub struct GatewayConfig {
     pub node_name: String,
     /// How the store syncs, shown in `stats settings`.
     pub sync_description: String,
+    /// Memory the node was started with for caching items, in MiB (`limit_maxbytes`).
+    pub memory_limit_mb: u64,
+    /// Where `cache_memlimit` records a new limit. The engine's cache cannot be resized
+    /// while it runs, so the node applies the recorded limit when it next starts; without
+    /// a file, `cache_memlimit` is refused.
+    pub memory_limit_file: Option<PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -41,6 +48,8 @@ impl Default for GatewayConfig {
             sasl_users: None,
             node_name: String::new(),
             sync_description: String::new(),
+            memory_limit_mb: 0,
+            memory_limit_file: None,
         }
     }
 }
@@ -48,3 +57,27 @@ impl Default for GatewayConfig {
 /// What `version` answers: the memcached release whose behaviour we reproduce (clients
 /// parse the leading `major.minor.patch` to enable features), then our own version.
 pub const VERSION: &str = concat!("1.6.18-murakumo-", env!("CARGO_PKG_VERSION"));
+
+/// memcached's floor for `cache_memlimit`, in MiB.
+pub const MIN_MEMORY_LIMIT_MB: u64 = 8;
+
+/// Reads the memory limit recorded by `cache_memlimit`, if any.
+pub fn read_memory_limit(file: &Path) -> std::io::Result<Option<u64>> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Records a memory limit for the next start: written to a temporary file and renamed,
+/// so a crash leaves either the old or the new value, never a torn one.
+pub(crate) fn write_memory_limit(file: &Path, megabytes: u64) -> std::io::Result<()> {
+    let temporary = file.with_extension("tmp");
+    std::fs::write(&temporary, format!("{megabytes}\n"))?;
+    std::fs::rename(&temporary, file)
+}

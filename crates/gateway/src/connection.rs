@@ -131,10 +131,12 @@ impl Connection {
                             match item {
                                 Ok(request) => self.execute_ascii(request).await?,
                                 Err(rejection) => {
-                                    ascii::encode_response(
-                                        &ascii::Response::Error(rejection.reply),
-                                        &mut self.out,
-                                    );
+                                    if !rejection.noreply {
+                                        ascii::encode_response(
+                                            &ascii::Response::Error(rejection.reply),
+                                            &mut self.out,
+                                        );
+                                    }
                                     self.after_error(rejection.after)
                                 }
                             }

@@ -23,13 +23,13 @@ mod meta;
 mod stats;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Instant;
 
 use murakumo_engine::keys::{DEFAULT_NAMESPACE, NamespaceId};
 use murakumo_server::Store;
 
-pub use config::{GatewayConfig, VERSION};
+pub use config::{GatewayConfig, MIN_MEMORY_LIMIT_MB, VERSION, read_memory_limit};
 pub use listener::serve;
 pub use stats::GatewayStats;
 
@@ -41,6 +41,8 @@ pub struct Gateway {
     config: GatewayConfig,
     stats: GatewayStats,
     verbosity: AtomicU32,
+    /// Memory limit requested by `cache_memlimit` for the next start, in MiB.
+    requested_memory_limit_mb: AtomicU64,
     started: Instant,
 }
 
@@ -48,6 +50,7 @@ impl Gateway {
     /// A front end for the default namespace of `store`.
     pub fn new(store: Store, config: GatewayConfig) -> Arc<Self> {
         Arc::new(Self {
+            requested_memory_limit_mb: AtomicU64::new(config.memory_limit_mb),
             store,
             namespace: DEFAULT_NAMESPACE,
             config,

@@ -105,6 +105,8 @@ pub(crate) enum StatsReply {
     Lines(Vec<(String, String)>),
     /// `stats reset`.
     Reset,
+    /// `stats cachedump`: (key, value size, expiry) of stored items.
+    Items(Vec<(bytes::Bytes, usize, u32)>),
     /// A group we do not have.
     Unknown,
 }
@@ -120,7 +122,30 @@ pub(crate) fn render(gateway: &Gateway, group: Option<&[u8]>) -> StatsReply {
             gateway.stats.reset();
             StatsReply::Reset
         }
+        Some(args) if args.starts_with(b"cachedump") => cachedump(gateway, args),
         Some(_) => StatsReply::Unknown,
+    }
+}
+
+/// `stats cachedump <class> <limit>`: every item lives in class 1; a limit of 0 means as
+/// many as fit in memcached's 2 MB reply.
+fn cachedump(gw: &Gateway, args: &[u8]) -> StatsReply {
+    const MAX_ITEMS: usize = 20_000;
+    let mut words = args.split(|b| *b == b' ').skip(1);
+    let number = |w: Option<&[u8]>| -> Option<u64> { std::str::from_utf8(w?).ok()?.parse().ok() };
+    let (Some(class), Some(limit)) = (number(words.next()), number(words.next())) else {
+        return StatsReply::Unknown;
+    };
+    if class != 1 {
+        return StatsReply::Items(Vec::new());
+    }
+    let limit = match usize::try_from(limit) {
+        Ok(0) | Err(_) => MAX_ITEMS,
+        Ok(n) => n.min(MAX_ITEMS),
+    };
+    match gw.store.list_items(gw.namespace, limit) {
+        Ok(items) => StatsReply::Items(items),
+        Err(_) => StatsReply::Unknown,
     }
 }
 
@@ -175,6 +200,7 @@ fn general(gw: &Gateway) -> Vec<(String, String)> {
         // Persistent storage never evicts a live item to make room.
         line("evictions", 0),
         line("reclaimed", store.reclaimed),
+        line("limit_maxbytes", gw.config.memory_limit_mb * 1024 * 1024),
         line("murakumo_disk_bytes", store.disk_bytes),
         line("murakumo_commit_groups", store.commit_groups),
     ];
@@ -185,6 +211,11 @@ fn general(gw: &Gateway) -> Vec<(String, String)> {
 fn settings(gw: &Gateway) -> Vec<(String, String)> {
     let c = &gw.config;
     vec![
+        line("maxbytes", c.memory_limit_mb * 1024 * 1024),
+        line(
+            "murakumo_maxbytes_next_start",
+            gw.requested_memory_limit_mb.load(Ordering::Relaxed) * 1024 * 1024,
+        ),
         line("maxconns", c.max_connections),
         line("inter", &c.node_name),
         line("verbosity", gw.verbosity.load(Ordering::Relaxed)),

@@ -205,6 +205,8 @@ fn classic_request() -> impl Strategy<Value = Request> {
         Just(Request::Version),
         (any::<u32>(), any::<bool>())
             .prop_map(|(level, noreply)| Request::Verbosity { level, noreply }),
+        (any::<u64>(), any::<bool>())
+            .prop_map(|(megabytes, noreply)| Request::CacheMemlimit { megabytes, noreply }),
         prop::option::of(prop::collection::vec(token(12), 1..4)).prop_map(|group| {
             Request::Stats {
                 group: group.map(|words| Bytes::from(words.join(&b' '))),
@@ -352,6 +354,7 @@ fn keys_of(req: &Request) -> Vec<(&Bytes, bool)> {
         Request::FlushAll { .. }
         | Request::Version
         | Request::Verbosity { .. }
+        | Request::CacheMemlimit { .. }
         | Request::Stats { .. }
         | Request::Quit
         | Request::MetaNoop => Vec::new(),

@@ -444,6 +444,56 @@ impl Store {
         answer.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
+    /// Up to `limit` visible items of `namespace` in key order, as (key, value size,
+    /// expiry): memcached's `stats cachedump`, for operators peeking at what is stored.
+    pub fn list_items(
+        &self,
+        namespace: NamespaceId,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, usize, u32)>, StoreError> {
+        self.available()?;
+        let Some(flushed) = self.shared.flushed.get(&namespace) else {
+            return Err(StoreError::UnknownNamespace(namespace));
+        };
+        let now = self.shared.clock.now();
+        let mut found = Vec::new();
+        for partition in 0..PARTITIONS {
+            let prefix = partition_prefix(namespace, partition);
+            let flushed_seq = flushed[usize::from(partition)].load(Ordering::Acquire);
+            let mut start = prefix.to_vec();
+            while found.len() < limit {
+                let chunk = self
+                    .shared
+                    .engine
+                    .scan(
+                        Table::Items,
+                        &prefix,
+                        &start,
+                        (limit - found.len()).min(512),
+                    )
+                    .map_err(|e| self.failed(&e))?;
+                let Some((last, _)) = chunk.last() else { break };
+                start = successor(last);
+                let exhausted = chunk.len() < (limit - found.len()).min(512);
+                for (key, value) in chunk {
+                    let record = Record::decode(&value).map_err(|e| self.failed(&e.into()))?;
+                    if is_visible(&record.header, now, flushed_seq) {
+                        let user_key = key.slice(prefix.len()..);
+                        found.push((user_key, record.value.len(), record.header.expires_at));
+                    }
+                }
+                if exhausted {
+                    break;
+                }
+            }
+            if found.len() >= limit {
+                break;
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
     /// Counters for `stats`.
     pub fn stats(&self) -> StoreStatsSnapshot {
         let s = &self.shared.stats;

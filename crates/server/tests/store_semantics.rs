@@ -502,3 +502,24 @@ async fn unknown_namespace_is_an_error() {
         Err(StoreError::UnknownNamespace(77))
     );
 }
+
+#[tokio::test]
+async fn list_items_skips_invisible_and_respects_the_limit() {
+    let (store, _) = open();
+    for i in 0..20 {
+        store
+            .store(NS, req(&format!("k{i}"), "v", StoreMode::Set))
+            .await
+            .unwrap();
+    }
+    let mut expired = req("expired", "v", StoreMode::Set);
+    expired.exptime = Exptime(-1);
+    store.store(NS, expired).await.unwrap();
+    let all = store.list_items(NS, 100).unwrap();
+    assert_eq!(all.len(), 20);
+    assert!(
+        all.iter()
+            .all(|(key, size, _)| key.starts_with(b"k") && *size == 1)
+    );
+    assert_eq!(store.list_items(NS, 7).unwrap().len(), 7);
+}

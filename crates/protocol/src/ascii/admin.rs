@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::tokens::{BAD_FORMAT, parse_i64, parse_u32, put_i64, put_u64};
+use super::tokens::{BAD_FORMAT, parse_i64, parse_u32, parse_u64, put_i64, put_u64};
 use super::{Frame, Outcome, Rejection, Request, put_noreply};
 
 /// `flush_all [delay] [noreply]`.
@@ -31,7 +31,8 @@ pub(super) fn parse_verbosity(frame: &Frame<'_>) -> Outcome {
     }
     let noreply = toks.last_is_noreply();
     let Some(level) = toks.get(1).and_then(parse_u32) else {
-        return frame.line_only(Err(Rejection::client(BAD_FORMAT)));
+        // `verbosity noreply` is a bad level whose error memcached then silences.
+        return frame.line_only(Err(Rejection::client(BAD_FORMAT).silenced_if(noreply)));
     };
     frame.line_only(Ok(Request::Verbosity { level, noreply }))
 }
@@ -64,6 +65,29 @@ pub(super) fn encode_flush_all(delay: i64, noreply: bool, out: &mut BytesMut) {
 pub(super) fn encode_verbosity(level: u32, noreply: bool, out: &mut BytesMut) {
     out.extend_from_slice(b"verbosity ");
     put_u64(out, u64::from(level));
+    put_noreply(noreply, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `cache_memlimit <megabytes> [noreply]`. memcached answers a bad number with `ERROR`.
+pub(super) fn parse_cache_memlimit(frame: &Frame<'_>) -> Outcome {
+    let toks = &frame.tokens;
+    if toks.len() != 2 && toks.len() != 3 {
+        return frame.line_only(Err(Rejection::unknown()));
+    }
+    let noreply = toks.last_is_noreply();
+    if toks.len() == 3 && !noreply {
+        return frame.line_only(Err(Rejection::unknown()));
+    }
+    match toks.get(1).and_then(parse_u64) {
+        Some(megabytes) => frame.line_only(Ok(Request::CacheMemlimit { megabytes, noreply })),
+        None => frame.line_only(Err(Rejection::unknown().silenced_if(noreply))),
+    }
+}
+
+pub(super) fn encode_cache_memlimit(megabytes: u64, noreply: bool, out: &mut BytesMut) {
+    out.extend_from_slice(b"cache_memlimit ");
+    put_u64(out, megabytes);
     put_noreply(noreply, out);
     out.extend_from_slice(b"\r\n");
 }
@@ -135,6 +159,21 @@ mod tests {
     }
 
     #[test]
+    fn cache_memlimit_forms_and_errors() {
+        assert_eq!(
+            ok(b"cache_memlimit 64\r\n"),
+            Request::CacheMemlimit { megabytes: 64, noreply: false }
+        );
+        assert_eq!(
+            ok(b"cache_memlimit 64 noreply\r\n"),
+            Request::CacheMemlimit { megabytes: 64, noreply: true }
+        );
+        assert_eq!(rejected(b"cache_memlimit\r\n").0, "ERROR");
+        assert_eq!(rejected(b"cache_memlimit lots\r\n").0, "ERROR");
+        assert_eq!(rejected(b"cache_memlimit 1 2\r\n").0, "ERROR");
+    }
+
+    #[test]
     fn verbosity_forms_and_errors() {
         assert_eq!(
             ok(b"verbosity 1\r\n"),
@@ -160,6 +199,12 @@ mod tests {
             rejected(b"verbosity noreply\r\n").0,
             "CLIENT_ERROR bad command line format"
         );
+        let crate::Decoded::Done { item: Err(rejection), .. } =
+            crate::ascii::decode_request(b"verbosity noreply\r\n", &crate::Limits::default())
+        else {
+            panic!("verbosity noreply must be rejected");
+        };
+        assert!(rejection.noreply, "memcached answers nothing to `verbosity noreply`");
     }
 
     #[test]

@@ -134,6 +134,13 @@ pub enum Request {
         /// `noreply` was given.
         noreply: bool,
     },
+    /// `cache_memlimit <megabytes> [noreply]`: change the memory limit.
+    CacheMemlimit {
+        /// The new limit in MiB.
+        megabytes: u64,
+        /// `noreply` was given.
+        noreply: bool,
+    },
     /// `stats [args]`.
     Stats {
         /// The arguments after `stats`, joined by single spaces (`settings`, `items`,
@@ -279,14 +286,25 @@ pub struct Rejection {
     pub reply: ErrorReply,
     /// What to do with the bytes that follow.
     pub after: AfterError,
+    /// The rejected line asked for `noreply`. memcached's noreply silences error replies
+    /// too, so the connection sends nothing (but still applies `after`).
+    pub noreply: bool,
 }
 
 impl Rejection {
+    /// Marks the rejection as silenced by the request's `noreply`.
+    #[must_use]
+    pub(crate) fn silenced_if(mut self, noreply: bool) -> Self {
+        self.noreply = noreply;
+        self
+    }
+
     /// `ERROR`, and carry on.
     pub(crate) fn unknown() -> Self {
         Self {
             reply: ErrorReply::Error,
             after: AfterError::Continue,
+            noreply: false,
         }
     }
 
@@ -295,6 +313,7 @@ impl Rejection {
         Self {
             reply: ErrorReply::Client(Cow::Borrowed(msg)),
             after: AfterError::Continue,
+            noreply: false,
         }
     }
 
@@ -303,6 +322,7 @@ impl Rejection {
         Self {
             reply: ErrorReply::Server(Cow::Borrowed(msg)),
             after: AfterError::Continue,
+            noreply: false,
         }
     }
 
@@ -379,6 +399,7 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Re
         b"flush_all" => admin::parse_flush_all(&frame),
         b"version" => frame.line_only(Ok(Request::Version)),
         b"verbosity" => admin::parse_verbosity(&frame),
+        b"cache_memlimit" => admin::parse_cache_memlimit(&frame),
         b"stats" => admin::parse_stats(&frame),
         b"quit" => frame.line_only(Ok(Request::Quit)),
         b"mg" => meta::get::parse(&frame),
@@ -425,6 +446,9 @@ pub fn encode_request(req: &Request, out: &mut BytesMut) {
         Request::FlushAll { delay, noreply } => admin::encode_flush_all(*delay, *noreply, out),
         Request::Version => out.extend_from_slice(b"version\r\n"),
         Request::Verbosity { level, noreply } => admin::encode_verbosity(*level, *noreply, out),
+        Request::CacheMemlimit { megabytes, noreply } => {
+            admin::encode_cache_memlimit(*megabytes, *noreply, out);
+        }
         Request::Stats { group } => admin::encode_stats(group.as_ref(), out),
         Request::Quit => out.extend_from_slice(b"quit\r\n"),
         Request::MetaGet(m) => meta::get::encode(m, out),
