@@ -73,12 +73,13 @@ def test_get_with_251_byte_key(conn, server_addr, server_pid):
     assert_healthy(server_addr, server_pid)
 
 
-def test_set_with_251_byte_key(conn, server_addr, server_pid):
+def test_set_with_251_byte_key(conn, target, server_addr, server_pid):
     conn.send("set " + "a" * 251 + " 0 0 2\r\nhi\r\nversion\r\n")
     assert conn.readline() == b"CLIENT_ERROR bad command line format"
-    # memcached cannot trust the length on a rejected line, so the block is read
-    # as a command
-    assert conn.readline() == b"ERROR"
+    if target == "memcached":
+        # memcached does not trust the length on a rejected line, so it runs the
+        # block as a command; murakumo discards it (see DATA_BLOCK_SWALLOWED)
+        assert conn.readline() == b"ERROR"
     assert conn.readline().startswith(b"VERSION ")
     assert conn.get("a" * 250) is None
     assert_healthy(server_addr, server_pid)
@@ -122,13 +123,22 @@ def test_binary_value_over_item_limit(conn, key, server_addr, server_pid):
 
 # -- malformed lines and unknown commands -------------------------------------------
 
+# murakumo deliberately differs from memcached in one way here: once the length of a
+# rejected storage line has parsed, the data block that follows is discarded, never run as
+# a command (a value must not be able to smuggle in commands). memcached 1.6.18 executes
+# those bytes, which is where its extra "ERROR" comes from.
+DATA_BLOCK_SWALLOWED = object()
+
 MALFORMED = [
-    # (request bytes, the replies memcached 1.6.18 gives, in order)
+    # (request bytes, the replies memcached 1.6.18 gives, in order[, murakumo's replies])
     (b"set k 0 0\r\n", [b"ERROR"]),
-    (b"set k abc 0 1\r\nx\r\n", [b"CLIENT_ERROR bad command line format", b"ERROR"]),
-    (b"set k 0 abc 1\r\nx\r\n", [b"CLIENT_ERROR bad command line format", b"ERROR"]),
+    (b"set k abc 0 1\r\nx\r\n", [b"CLIENT_ERROR bad command line format", b"ERROR"],
+     [b"CLIENT_ERROR bad command line format"]),
+    (b"set k 0 abc 1\r\nx\r\n", [b"CLIENT_ERROR bad command line format", b"ERROR"],
+     [b"CLIENT_ERROR bad command line format"]),
     (b"set k 0 0 -1\r\n", [b"CLIENT_ERROR bad command line format"]),
-    (b"set k 0 0 1\r\nxyz\r\n", [b"CLIENT_ERROR bad data chunk", b"ERROR"]),
+    (b"set k 0 0 1\r\nxyz\r\n", [b"CLIENT_ERROR bad data chunk", b"ERROR"],
+     [b"CLIENT_ERROR bad data chunk"]),
     (b"cas k 0 0 1\r\nx\r\n", [b"ERROR", b"ERROR"]),
     (b"delete\r\n", [b"ERROR"]),
     (b"incr k\r\n", [b"ERROR"]),
@@ -143,9 +153,11 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize("request_bytes,replies", MALFORMED,
-                         ids=[repr(m[0][:20]) for m in MALFORMED])
-def test_malformed_lines(conn, request_bytes, replies, server_addr, server_pid):
+@pytest.mark.parametrize("case", MALFORMED, ids=[repr(m[0][:20]) for m in MALFORMED])
+def test_malformed_lines(conn, case, target, server_addr, server_pid):
+    request_bytes, replies = case[0], case[1]
+    if target == "murakumo" and len(case) > 2:
+        replies = case[2]
     conn.send(request_bytes + b"version\r\n")
     for want in replies:
         assert conn.readline() == want
@@ -153,12 +165,18 @@ def test_malformed_lines(conn, request_bytes, replies, server_addr, server_pid):
     assert_healthy(server_addr, server_pid)
 
 
-def test_bare_newline_terminators(conn, key):
+def test_bare_newline_terminators(conn, key, target):
     # memcached accepts "\n" as a command terminator, but a data block must end
     # in "\r\n" (the three bytes after the 1-byte value here are "x\n\n")
     conn.send(f"version\nset {key} 0 0 1\nx\n\nversion\r\n".encode())
     assert conn.readline().startswith(b"VERSION ")
     assert conn.readline() == b"CLIENT_ERROR bad data chunk"
+    if target == "murakumo":
+        # murakumo takes a bare "\n" after the data as the (wrong) end of the block
+        # at once, so a client that ends blocks with "\n" stays in step; the second
+        # "\n" is then an empty command line. memcached swallows len+2 bytes instead,
+        # which for "x\nversion" would eat the client's next command.
+        assert conn.readline() == b"ERROR"
     assert conn.readline().startswith(b"VERSION ")
     assert conn.get(key) is None
 

@@ -38,14 +38,23 @@ def test_multi_get_answers_in_request_order(conn, key):
     assert got == expected
 
 
-def test_gets_returns_unique_cas_per_item(conn, key):
+def test_gets_cas_changes_with_every_write(conn, key):
     conn.set(f"{key}_a", "1")
     conn.set(f"{key}_b", "2")
     conn.send(f"gets {key}_a {key}_b\r\n")
     items = conn.read_values()
-    assert [i[0] for i in items] == [f"{key}_a", f"{key}_b"]
+    assert [(i[0], i[2]) for i in items] == [(f"{key}_a", b"1"), (f"{key}_b", b"2")]
     assert all(i[3] is not None for i in items)
-    assert items[0][3] != items[1][3]
+    # every write to a key gives it a new CAS, including delete then re-add, so a
+    # stale CAS can never match a newer item with the same key (no ABA)
+    seen = {items[0][3]}
+    for value in ("x", "y"):
+        conn.set(f"{key}_a", value)
+        seen.add(conn.gets(f"{key}_a")[2])
+    assert conn.cmd(f"delete {key}_a") == b"DELETED"
+    conn.store("add", f"{key}_a", "z")
+    seen.add(conn.gets(f"{key}_a")[2])
+    assert len(seen) == 4, seen
 
 
 def test_get_without_key_is_error(conn):
