@@ -131,6 +131,9 @@ impl Connection {
                             match item {
                                 Ok(request) => self.execute_ascii(request).await?,
                                 Err(rejection) => {
+                                    if let Some(key) = rejection.invalidates {
+                                        self.drop_stale_value(key).await;
+                                    }
                                     if !rejection.noreply {
                                         ascii::encode_response(
                                             &ascii::Response::Error(rejection.reply),
@@ -163,6 +166,21 @@ impl Connection {
                 return Ok(Flow::Close);
             }
             self.flush_if_full().await?;
+        }
+    }
+
+    /// Removes the value of a key whose `set` was refused for size (memcached does the
+    /// same, so the client never reads back the value it tried to replace). A failure here
+    /// is the store's to report; the client already gets the size error.
+    async fn drop_stale_value(&mut self, key: bytes::Bytes) {
+        let request = murakumo_server::ops::DeleteRequest::new(key);
+        if let Err(err) = self
+            .gateway
+            .store
+            .delete(self.gateway.namespace, request)
+            .await
+        {
+            tracing::debug!(error = %err, "could not drop the value behind a refused set");
         }
     }
 

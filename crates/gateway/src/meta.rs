@@ -2,7 +2,8 @@
 //!
 //! Return flags are echoed in the order the client asked for them, then `W`, `X`, `Z`, as
 //! memcached does. Quiet mode (`q`) hides the "nominal" reply of each command: `EN` for
-//! `mg`, `HD` for `ms`, `HD`/`NF` for `md`, `HD` for `ma`; failures are always sent.
+//! `mg`, `HD` for `ms`, `md` and `ma`; everything else is sent (memcached 1.6.18 sends
+//! `NF` for a quiet `md` too).
 
 use std::borrow::Cow;
 
@@ -28,6 +29,8 @@ struct Hit {
     item: Item,
     won: bool,
     access: AccessInfo,
+    /// Expiry before this request's `T`, for a `t` that comes before it.
+    expires_before: u32,
 }
 
 impl Connection {
@@ -65,7 +68,13 @@ impl Connection {
             .flags
             .iter()
             .any(|f| matches!(f, MetaGetFlag::Quiet));
-        let Some(Hit { item, won, access }) = hit else {
+        let Some(Hit {
+            item,
+            won,
+            access,
+            expires_before,
+        }) = hit
+        else {
             bump(&stats.get_misses);
             if !quiet {
                 let mut reply = MetaResponse::new(MetaStatus::En);
@@ -96,8 +105,14 @@ impl Connection {
         } else {
             MetaStatus::Hd
         });
+        // memcached applies flags in order: a `t` before `T` reports the TTL before the touch.
+        let mut expires_at = expires_before;
         for flag in &request.flags {
             reply.flags.push(match flag {
+                MetaGetFlag::Touch(_) => {
+                    expires_at = item.expires_at;
+                    continue;
+                }
                 MetaGetFlag::ReturnCas => ReturnFlag::Cas(item.cas),
                 MetaGetFlag::ReturnClientFlags => ReturnFlag::ClientFlags(item.client_flags),
                 MetaGetFlag::ReturnHit => ReturnFlag::Hit(access.fetched_before),
@@ -110,7 +125,7 @@ impl Connection {
                 }
                 MetaGetFlag::Opaque(opaque) => ReturnFlag::Opaque(opaque.clone()),
                 MetaGetFlag::ReturnSize => ReturnFlag::Size(item.value.len() as u64),
-                MetaGetFlag::ReturnTtl => ReturnFlag::Ttl(remaining_ttl(item.expires_at, now)),
+                MetaGetFlag::ReturnTtl => ReturnFlag::Ttl(remaining_ttl(expires_at, now)),
                 _ => continue,
             });
         }
@@ -139,10 +154,12 @@ impl Connection {
             match store.get_observed(ns, key, bump_access)? {
                 None => return Ok(None),
                 Some((item, access)) if !item.stale || item.win_sent => {
+                    let expires_before = item.expires_at;
                     return Ok(Some(Hit {
                         item,
                         won: false,
                         access,
+                        expires_before,
                     }));
                 }
                 Some(_) => {}
@@ -150,9 +167,19 @@ impl Connection {
         }
         match store.fetch(ns, fetch).await? {
             FetchOutcome::Miss => Ok(None),
-            FetchOutcome::Hit { item, won, .. } => {
+            FetchOutcome::Hit {
+                item,
+                won,
+                expires_before,
+                ..
+            } => {
                 let access = store.observe_fetch(ns, key, &item, bump_access);
-                Ok(Some(Hit { item, won, access }))
+                Ok(Some(Hit {
+                    item,
+                    won,
+                    access,
+                    expires_before,
+                }))
             }
         }
     }
@@ -255,7 +282,7 @@ impl Connection {
             Ok(DeleteOutcome::Exists) => MetaStatus::Ex,
             Err(err) => return ascii::encode_response(&store_error(&err), &mut self.out),
         };
-        if matches!(status, MetaStatus::Hd | MetaStatus::Nf) && request.is_quiet() {
+        if status == MetaStatus::Hd && request.is_quiet() {
             return;
         }
         let mut reply = MetaResponse::new(status);

@@ -242,5 +242,7 @@ pub enum FetchOutcome {
         won: bool,
         /// The item was created by this request's vivify.
         vivified: bool,
+        /// The expiry before this request's touch (meta `t` written before `T` reports it).
+        expires_before: u32,
     },
 }

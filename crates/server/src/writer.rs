@@ -491,16 +491,19 @@ impl Writer {
                         ..ItemHeader::default()
                     };
                     let item = self.write(group, slot, physical, header, Bytes::new(), req.new_cas);
+                    let expires_before = item.expires_at;
                     FetchOutcome::Hit {
                         item,
                         won: true,
                         vivified: true,
+                        expires_before,
                     }
                 }
                 None => FetchOutcome::Miss,
             };
         };
         let mut header = current.header;
+        let expires_before = header.expires_at;
         let mut changed = false;
         if let Some(exptime) = req.touch {
             header.expires_at = exptime.resolve(now);
@@ -530,12 +533,12 @@ impl Writer {
             item,
             won,
             vivified: false,
+            expires_before,
         }
     }
 
     /// Writes a record with the next sequence number and returns the item as stored. Its
-    /// CAS is `cas` if given, otherwise the sequence number, which is unique within the
-    /// partition and only grows.
+    /// CAS is `cas` if given, otherwise [`generated_cas`] of the sequence number.
     fn write(
         &mut self,
         group: &mut Group,
@@ -548,7 +551,7 @@ impl Writer {
         let state = self.state_mut(slot);
         state.seq += 1;
         header.seq = state.seq;
-        header.cas = cas.unwrap_or(state.seq);
+        header.cas = cas.unwrap_or_else(|| generated_cas(state.seq, slot.partition));
         match physical {
             Some(old) => {
                 state.bytes = state
@@ -759,14 +762,33 @@ struct Slot {
     key: Bytes,
 }
 
+/// Bits of a generated CAS that hold the partition.
+const CAS_PARTITION_BITS: u32 = PARTITIONS.trailing_zeros();
+const _: () = assert!(
+    PARTITIONS.is_power_of_two(),
+    "CAS packing needs a power-of-two partition count"
+);
+
+/// The CAS of a write: its sequence number above the partition number.
+///
+/// memcached's CAS values are unique across all items, and clients rely on that (a CAS
+/// read from one key never matches another key's item, and small numbers such as 1 are
+/// never issued). Deriving it from the partition's sequence number keeps it unique in the
+/// namespace, rising with every write to a key, and identical on every replica that
+/// applies the same write, with no counter of its own to persist.
+fn generated_cas(seq: u64, partition: PartitionId) -> u64 {
+    (seq << CAS_PARTITION_BITS) | u64::from(partition)
+}
+
 fn record_size(key: &[u8], value: &[u8]) -> u64 {
     (key.len() + HEADER_LEN + value.len()) as u64
 }
 
-/// Parses a stored counter the way memcached does: decimal digits, optionally followed by
-/// spaces (memcached may space-pad a value that shrank), fitting in 64 bits.
+/// Parses a stored counter the way memcached's `strtoull` does: decimal digits, with
+/// surrounding white space allowed (memcached space-pads a value that shrank), fitting in
+/// 64 bits.
 pub(crate) fn parse_counter(value: &[u8]) -> Option<u64> {
-    let digits = value.trim_ascii_end();
+    let digits = value.trim_ascii();
     if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -801,6 +823,7 @@ mod tests {
         assert_eq!(parse_counter(b""), None);
         assert_eq!(parse_counter(b"q"), None);
         assert_eq!(parse_counter(b"-1"), None);
-        assert_eq!(parse_counter(b" 1"), None);
+        assert_eq!(parse_counter(b" 12"), Some(12));
+        assert_eq!(parse_counter(b"1 2"), None);
     }
 }

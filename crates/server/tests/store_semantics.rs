@@ -416,6 +416,7 @@ async fn vivify_and_recache() {
         item,
         won,
         vivified,
+        ..
     } = store.fetch(NS, vivify.clone()).await.unwrap()
     else {
         panic!()
@@ -425,6 +426,7 @@ async fn vivify_and_recache() {
         won,
         vivified,
         item,
+        ..
     } = store.fetch(NS, vivify).await.unwrap()
     else {
         panic!()
@@ -522,4 +524,24 @@ async fn list_items_skips_invisible_and_respects_the_limit() {
             .all(|(key, size, _)| key.starts_with(b"k") && *size == 1)
     );
     assert_eq!(store.list_items(NS, 7).unwrap().len(), 7);
+}
+
+#[tokio::test]
+async fn generated_cas_is_unique_across_keys_and_never_small() {
+    let (store, _) = open();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..2000 {
+        let StoreOutcome::Stored { cas } = store
+            .store(NS, req(&format!("key{i}"), "v", StoreMode::Set))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(
+            cas >= 1024,
+            "clients treat small CAS values as never issued: {cas}"
+        );
+        assert!(seen.insert(cas), "CAS {cas} issued twice");
+    }
 }

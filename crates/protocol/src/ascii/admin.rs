@@ -162,11 +162,17 @@ mod tests {
     fn cache_memlimit_forms_and_errors() {
         assert_eq!(
             ok(b"cache_memlimit 64\r\n"),
-            Request::CacheMemlimit { megabytes: 64, noreply: false }
+            Request::CacheMemlimit {
+                megabytes: 64,
+                noreply: false
+            }
         );
         assert_eq!(
             ok(b"cache_memlimit 64 noreply\r\n"),
-            Request::CacheMemlimit { megabytes: 64, noreply: true }
+            Request::CacheMemlimit {
+                megabytes: 64,
+                noreply: true
+            }
         );
         assert_eq!(rejected(b"cache_memlimit\r\n").0, "ERROR");
         assert_eq!(rejected(b"cache_memlimit lots\r\n").0, "ERROR");
@@ -199,12 +205,17 @@ mod tests {
             rejected(b"verbosity noreply\r\n").0,
             "CLIENT_ERROR bad command line format"
         );
-        let crate::Decoded::Done { item: Err(rejection), .. } =
-            crate::ascii::decode_request(b"verbosity noreply\r\n", &crate::Limits::default())
+        let crate::Decoded::Done {
+            item: Err(rejection),
+            ..
+        } = crate::ascii::decode_request(b"verbosity noreply\r\n", &crate::Limits::default())
         else {
             panic!("verbosity noreply must be rejected");
         };
-        assert!(rejection.noreply, "memcached answers nothing to `verbosity noreply`");
+        assert!(
+            rejection.noreply,
+            "memcached answers nothing to `verbosity noreply`"
+        );
     }
 
     #[test]

@@ -289,9 +289,20 @@ pub struct Rejection {
     /// The rejected line asked for `noreply`. memcached's noreply silences error replies
     /// too, so the connection sends nothing (but still applies `after`).
     pub noreply: bool,
+    /// A key whose current value must be removed: a `set` of a value too large to store.
+    /// memcached unlinks the old item then, so a stale value never outlives a set the
+    /// client believes it attempted.
+    pub invalidates: Option<Bytes>,
 }
 
 impl Rejection {
+    /// Names the key whose current value the connection must remove.
+    #[must_use]
+    pub(crate) fn invalidating(mut self, key: Bytes) -> Self {
+        self.invalidates = Some(key);
+        self
+    }
+
     /// Marks the rejection as silenced by the request's `noreply`.
     #[must_use]
     pub(crate) fn silenced_if(mut self, noreply: bool) -> Self {
@@ -305,6 +316,7 @@ impl Rejection {
             reply: ErrorReply::Error,
             after: AfterError::Continue,
             noreply: false,
+            invalidates: None,
         }
     }
 
@@ -314,6 +326,7 @@ impl Rejection {
             reply: ErrorReply::Client(Cow::Borrowed(msg)),
             after: AfterError::Continue,
             noreply: false,
+            invalidates: None,
         }
     }
 
@@ -323,6 +336,7 @@ impl Rejection {
             reply: ErrorReply::Server(Cow::Borrowed(msg)),
             after: AfterError::Continue,
             noreply: false,
+            invalidates: None,
         }
     }
 

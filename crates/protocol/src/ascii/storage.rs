@@ -141,7 +141,12 @@ pub(super) fn parse(frame: &Frame<'_>, kind: Kind) -> Outcome {
         },
     };
     if len > frame.limits.max_value_len {
-        return reject(Rejection::server("object too large for cache"));
+        let rejection = Rejection::server("object too large for cache");
+        return reject(if mode == StoreMode::Set {
+            rejection.invalidating(Bytes::copy_from_slice(key))
+        } else {
+            rejection
+        });
     }
     finish(frame, len, |value| Request::Store {
         mode,
@@ -413,5 +418,30 @@ mod tests {
             *noreply = true;
         }
         assert_eq!(encoded(&req), b"set k 0 0 0 noreply\r\n\r\n");
+    }
+
+    #[test]
+    fn an_oversized_set_names_the_key_to_invalidate() {
+        let limits = Limits {
+            max_value_len: 4,
+            ..Limits::default()
+        };
+        let decode = |line: &[u8]| match crate::ascii::decode_request(line, &limits) {
+            Decoded::Done {
+                item: Err(rejection),
+                ..
+            } => rejection,
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+        assert_eq!(
+            decode(b"set k 0 0 5\r\n").invalidates,
+            Some(Bytes::from_static(b"k"))
+        );
+        assert_eq!(decode(b"add k 0 0 5\r\n").invalidates, None);
+        assert_eq!(
+            decode(b"ms k 5 T0\r\n").invalidates,
+            Some(Bytes::from_static(b"k"))
+        );
+        assert_eq!(decode(b"ms k 5 MA\r\n").invalidates, None);
     }
 }

@@ -171,7 +171,15 @@ pub(crate) fn parse(frame: &Frame<'_>) -> Outcome {
         }
     }
     if len > frame.limits.max_value_len {
-        return reject(Rejection::server("object too large for cache"));
+        let rejection = Rejection::server("object too large for cache");
+        let sets = typed_flags
+            .iter()
+            .all(|f| !matches!(f, MetaSetFlag::Mode(mode) if *mode != MetaSetMode::Set));
+        return reject(if sets {
+            rejection.invalidating(parsed.key)
+        } else {
+            rejection
+        });
     }
     let (key, base64) = (parsed.key, parsed.base64);
     finish(frame, len, |value| {
