@@ -15,7 +15,8 @@ pub struct GatewayConfig {
     /// Most simultaneous client connections (memcached `-c`, default 1024). Beyond it a
     /// new connection is told `ERROR Too many open connections` and closed.
     pub max_connections: usize,
-    /// Close connections idle this long (memcached `-o idle_timeout`; `None` = never).
+    /// Close connections idle this long (memcached `-o idle_timeout`; `None` = never):
+    /// no request arriving, or a reply that the client does not read.
     pub idle_timeout: Option<Duration>,
     /// Key, value and line limits enforced while parsing.
     pub limits: Limits,

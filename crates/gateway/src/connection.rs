@@ -209,10 +209,19 @@ impl Connection {
             return Ok(());
         }
         let written = self.out.len() as u64;
-        self.stream
-            .write_all(&self.out)
-            .await
-            .map_err(|_| Disconnected)?;
+        let write = self.stream.write_all(&self.out);
+        // A client that stops reading holds its connection only as long as an idle one
+        // may: the write is abandoned and the connection closed after the idle timeout.
+        match self.gateway.config.idle_timeout {
+            Some(limit) => match tokio::time::timeout(limit, write).await {
+                Ok(result) => result.map_err(|_| Disconnected)?,
+                Err(_) => {
+                    bump(&self.gateway.stats.idle_kicks);
+                    return Err(Disconnected);
+                }
+            },
+            None => write.await.map_err(|_| Disconnected)?,
+        }
         self.out.clear();
         self.gateway
             .stats
