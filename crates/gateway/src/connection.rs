@@ -213,13 +213,13 @@ impl Connection {
         // A client that stops reading holds its connection only as long as an idle one
         // may: the write is abandoned and the connection closed after the idle timeout.
         match self.gateway.config.idle_timeout {
-            Some(limit) => match tokio::time::timeout(limit, write).await {
-                Ok(result) => result.map_err(|_| Disconnected)?,
-                Err(_) => {
+            Some(limit) => {
+                let Ok(result) = tokio::time::timeout(limit, write).await else {
                     bump(&self.gateway.stats.idle_kicks);
                     return Err(Disconnected);
-                }
-            },
+                };
+                result.map_err(|_| Disconnected)?;
+            }
             None => write.await.map_err(|_| Disconnected)?,
         }
         self.out.clear();
