@@ -344,9 +344,9 @@ mod tests {
         assert_eq!(
             out,
             Decoded::Done {
-                item: Err(
-                    Rejection::server("object too large for cache").then(AfterError::Swallow(13))
-                ),
+                item: Err(Rejection::server("object too large for cache")
+                    .then(AfterError::Swallow(13))
+                    .invalidating(Bytes::from_static(b"k"))),
                 consumed: 14,
             }
         );

@@ -373,9 +373,9 @@ mod tests {
         assert_eq!(
             super::super::super::decode_request(b"ms k 5\r\n", &limits),
             Decoded::Done {
-                item: Err(
-                    Rejection::server("object too large for cache").then(AfterError::Swallow(7))
-                ),
+                item: Err(Rejection::server("object too large for cache")
+                    .then(AfterError::Swallow(7))
+                    .invalidating(Bytes::from_static(b"k"))),
                 consumed: 8,
             }
         );
