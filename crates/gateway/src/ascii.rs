@@ -18,6 +18,9 @@ use crate::stats::{StatsReply, bump, render};
 /// The reply memcached gives when a store cannot take a value.
 pub(crate) const TOO_LARGE: &str = "object too large for cache";
 
+/// The reply memcached gives to incr/decr of a value that is not a number.
+pub(crate) const NON_NUMERIC: &str = "cannot increment or decrement non-numeric value";
+
 impl Connection {
     pub(crate) async fn execute_ascii(&mut self, request: Request) -> Result<Flow, Disconnected> {
         match request {
@@ -73,20 +76,9 @@ impl Connection {
                 self.reply(noreply, &reply);
             }
             Request::Delete { key, noreply } => {
-                let reply = match self
-                    .gateway
-                    .store
-                    .delete(self.gateway.namespace, DeleteRequest::new(key))
-                    .await
-                {
-                    Ok(DeleteOutcome::Deleted) => {
-                        bump(&self.gateway.stats.delete_hits);
-                        Response::Deleted
-                    }
-                    Ok(DeleteOutcome::NotFound | DeleteOutcome::Exists) => {
-                        bump(&self.gateway.stats.delete_misses);
-                        Response::NotFound
-                    }
+                let reply = match self.counted_delete(DeleteRequest::new(key)).await {
+                    Ok(DeleteOutcome::Deleted) => Response::Deleted,
+                    Ok(DeleteOutcome::NotFound | DeleteOutcome::Exists) => Response::NotFound,
                     Err(err) => store_error(&err),
                 };
                 self.reply(noreply, &reply);
@@ -228,8 +220,6 @@ impl Connection {
         exptime: i64,
         value: Bytes,
     ) -> Response {
-        let stats = &self.gateway.stats;
-        bump(&stats.cmd_set);
         let (mode, compare_cas) = match mode {
             ascii::StoreMode::Set => (StoreMode::Set, None),
             ascii::StoreMode::Add => (StoreMode::Add, None),
@@ -245,19 +235,7 @@ impl Connection {
             compare_cas,
             ..StoreRequest::set(key, value)
         };
-        let outcome = self
-            .gateway
-            .store
-            .store(self.gateway.namespace, request)
-            .await;
-        if compare_cas.is_some() {
-            match outcome {
-                Ok(StoreOutcome::Stored { .. }) => bump(&stats.cas_hits),
-                Ok(StoreOutcome::Exists) => bump(&stats.cas_badval),
-                Ok(StoreOutcome::NotFound) => bump(&stats.cas_misses),
-                _ => {}
-            }
-        }
+        let outcome = self.counted_store(request).await;
         match outcome {
             Ok(StoreOutcome::Stored { .. }) => Response::Stored,
             Ok(StoreOutcome::NotStored) => Response::NotStored,
@@ -271,29 +249,15 @@ impl Connection {
     }
 
     async fn arith_text(&mut self, key: Bytes, delta: u64, incr: bool) -> Response {
-        let stats = &self.gateway.stats;
-        let outcome = self
-            .gateway
-            .store
-            .arith(self.gateway.namespace, ArithRequest::new(key, incr, delta))
-            .await;
-        let (hits, misses) = if incr {
-            (&stats.incr_hits, &stats.incr_misses)
-        } else {
-            (&stats.decr_hits, &stats.decr_misses)
-        };
-        match outcome {
-            Ok(ArithOutcome::Updated { value, .. }) => {
-                bump(hits);
-                Response::Number(value)
+        match self
+            .counted_arith(ArithRequest::new(key, incr, delta))
+            .await
+        {
+            Ok(ArithOutcome::Updated { value, .. }) => Response::Number(value),
+            Ok(ArithOutcome::NotFound | ArithOutcome::Exists) => Response::NotFound,
+            Ok(ArithOutcome::NonNumeric) => {
+                Response::Error(ErrorReply::Client(Cow::Borrowed(NON_NUMERIC)))
             }
-            Ok(ArithOutcome::NotFound | ArithOutcome::Exists) => {
-                bump(misses);
-                Response::NotFound
-            }
-            Ok(ArithOutcome::NonNumeric) => Response::Error(ErrorReply::Client(Cow::Borrowed(
-                "cannot increment or decrement non-numeric value",
-            ))),
             Err(err) => store_error(&err),
         }
     }

@@ -107,19 +107,9 @@ impl Connection {
                     compare_cas: (header.cas != 0).then_some(header.cas),
                     ..DeleteRequest::new(key)
                 };
-                let stats = &self.gateway.stats;
-                match self
-                    .gateway
-                    .store
-                    .delete(self.gateway.namespace, request)
-                    .await
-                {
-                    Ok(DeleteOutcome::Deleted) => {
-                        bump(&stats.delete_hits);
-                        (!quiet).then(|| Response::ok(&header))
-                    }
+                match self.counted_delete(request).await {
+                    Ok(DeleteOutcome::Deleted) => (!quiet).then(|| Response::ok(&header)),
                     Ok(DeleteOutcome::NotFound) => {
-                        bump(&stats.delete_misses);
                         Some(Response::for_request(&header, Status::KeyNotFound))
                     }
                     Ok(DeleteOutcome::Exists) => {
@@ -264,29 +254,14 @@ impl Connection {
         exptime: u32,
         quiet: bool,
     ) -> Option<Response> {
-        bump(&self.gateway.stats.cmd_set);
-        let compare_cas = (header.cas != 0).then_some(header.cas);
         let request = StoreRequest {
             client_flags,
             exptime: Exptime(i64::from(exptime)),
             mode,
-            compare_cas,
+            compare_cas: (header.cas != 0).then_some(header.cas),
             ..StoreRequest::set(key, value)
         };
-        let outcome = self
-            .gateway
-            .store
-            .store(self.gateway.namespace, request)
-            .await;
-        let stats = &self.gateway.stats;
-        if compare_cas.is_some() {
-            match outcome {
-                Ok(StoreOutcome::Stored { .. }) => bump(&stats.cas_hits),
-                Ok(StoreOutcome::Exists) => bump(&stats.cas_badval),
-                Ok(StoreOutcome::NotFound) => bump(&stats.cas_misses),
-                _ => {}
-            }
-        }
+        let outcome = self.counted_store(request).await;
         let status = match outcome {
             Ok(StoreOutcome::Stored { cas }) => {
                 return (!quiet).then(|| Response::ok(header).with_cas(cas));
@@ -322,26 +297,11 @@ impl Connection {
             compare_cas: (header.cas != 0).then_some(header.cas),
             ..ArithRequest::new(key, incr, delta)
         };
-        let stats = &self.gateway.stats;
-        let (hits, misses) = if incr {
-            (&stats.incr_hits, &stats.incr_misses)
-        } else {
-            (&stats.decr_hits, &stats.decr_misses)
-        };
-        let status = match self
-            .gateway
-            .store
-            .arith(self.gateway.namespace, request)
-            .await
-        {
+        let status = match self.counted_arith(request).await {
             Ok(ArithOutcome::Updated { value, item }) => {
-                bump(hits);
                 return (!quiet).then(|| Response::counter(header, value, item.cas));
             }
-            Ok(ArithOutcome::NotFound) => {
-                bump(misses);
-                Status::KeyNotFound
-            }
+            Ok(ArithOutcome::NotFound) => Status::KeyNotFound,
             Ok(ArithOutcome::Exists) => Status::KeyExists,
             Ok(ArithOutcome::NonNumeric) => Status::NonNumeric,
             Err(err) => return Some(internal_error(header, &err)),

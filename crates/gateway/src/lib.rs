@@ -18,6 +18,7 @@ mod ascii;
 mod binary;
 mod config;
 mod connection;
+mod counted;
 mod listener;
 mod meta;
 mod stats;

@@ -20,7 +20,7 @@ use murakumo_server::ops::{
 };
 use murakumo_server::{AccessInfo, Exptime, StoreError};
 
-use crate::ascii::{TOO_LARGE, store_error};
+use crate::ascii::{NON_NUMERIC, TOO_LARGE, store_error};
 use crate::connection::{Connection, Disconnected};
 use crate::stats::bump;
 
@@ -185,7 +185,6 @@ impl Connection {
     }
 
     pub(crate) async fn meta_set(&mut self, request: MetaSet) {
-        bump(&self.gateway.stats.cmd_set);
         let mode = match request.mode() {
             MetaSetMode::Set => StoreMode::Set,
             MetaSetMode::Add => StoreMode::Add,
@@ -208,21 +207,7 @@ impl Connection {
                 _ => {}
             }
         }
-        let compare = store.compare_cas.is_some();
-        let outcome = self
-            .gateway
-            .store
-            .store(self.gateway.namespace, store)
-            .await;
-        let stats = &self.gateway.stats;
-        if compare {
-            match outcome {
-                Ok(StoreOutcome::Stored { .. }) => bump(&stats.cas_hits),
-                Ok(StoreOutcome::Exists) => bump(&stats.cas_badval),
-                Ok(StoreOutcome::NotFound) => bump(&stats.cas_misses),
-                _ => {}
-            }
-        }
+        let outcome = self.counted_store(store).await;
         let (status, cas) = match outcome {
             Ok(StoreOutcome::Stored { cas }) => (MetaStatus::Hd, cas),
             Ok(StoreOutcome::NotStored) => (MetaStatus::Ns, 0),
@@ -264,21 +249,9 @@ impl Connection {
                 _ => {}
             }
         }
-        let stats = &self.gateway.stats;
-        let status = match self
-            .gateway
-            .store
-            .delete(self.gateway.namespace, delete)
-            .await
-        {
-            Ok(DeleteOutcome::Deleted) => {
-                bump(&stats.delete_hits);
-                MetaStatus::Hd
-            }
-            Ok(DeleteOutcome::NotFound) => {
-                bump(&stats.delete_misses);
-                MetaStatus::Nf
-            }
+        let status = match self.counted_delete(delete).await {
+            Ok(DeleteOutcome::Deleted) => MetaStatus::Hd,
+            Ok(DeleteOutcome::NotFound) => MetaStatus::Nf,
             Ok(DeleteOutcome::Exists) => MetaStatus::Ex,
             Err(err) => return ascii::encode_response(&store_error(&err), &mut self.out),
         };
@@ -315,31 +288,12 @@ impl Connection {
             }
         }
         arith.vivify = vivify_ttl.map(|ttl| (initial, ttl));
-        let stats = &self.gateway.stats;
-        let (hits, misses) = if incr {
-            (&stats.incr_hits, &stats.incr_misses)
-        } else {
-            (&stats.decr_hits, &stats.decr_misses)
-        };
-        let (status, updated) = match self
-            .gateway
-            .store
-            .arith(self.gateway.namespace, arith)
-            .await
-        {
-            Ok(ArithOutcome::Updated { value, item }) => {
-                bump(hits);
-                (MetaStatus::Hd, Some((value, item)))
-            }
-            Ok(ArithOutcome::NotFound) => {
-                bump(misses);
-                (MetaStatus::Nf, None)
-            }
+        let (status, updated) = match self.counted_arith(arith).await {
+            Ok(ArithOutcome::Updated { value, item }) => (MetaStatus::Hd, Some((value, item))),
+            Ok(ArithOutcome::NotFound) => (MetaStatus::Nf, None),
             Ok(ArithOutcome::Exists) => (MetaStatus::Ex, None),
             Ok(ArithOutcome::NonNumeric) => {
-                return self.error(ErrorReply::Client(Cow::Borrowed(
-                    "cannot increment or decrement non-numeric value",
-                )));
+                return self.error(ErrorReply::Client(Cow::Borrowed(NON_NUMERIC)));
             }
             Err(err) => return ascii::encode_response(&store_error(&err), &mut self.out),
         };

@@ -258,16 +258,7 @@ impl Writer {
     ) -> Result<OpOutcome, EngineError> {
         let user_key = op.key().clone();
         let partition = crate::placement::partition_of(namespace, &user_key);
-        let slot = Slot {
-            namespace,
-            partition,
-            key: ItemKey {
-                namespace,
-                partition,
-                user_key,
-            }
-            .encode(),
-        };
+        let slot = Slot::new(namespace, partition, user_key);
         let physical = self.current(group, &slot.key)?;
         let now = self.shared.clock.now();
         let flushed = self.state(&slot).flushed_seq;
@@ -595,16 +586,7 @@ impl Writer {
         }
         let now = self.shared.clock.now();
         for (user_key, seq) in candidates {
-            let slot = Slot {
-                namespace,
-                partition,
-                key: ItemKey {
-                    namespace,
-                    partition,
-                    user_key,
-                }
-                .encode(),
-            };
+            let slot = Slot::new(namespace, partition, user_key);
             let Some(record) = self.current(group, &slot.key)? else {
                 continue;
             };
@@ -759,7 +741,24 @@ impl Writer {
 struct Slot {
     namespace: NamespaceId,
     partition: PartitionId,
+    /// The engine key.
     key: Bytes,
+}
+
+impl Slot {
+    fn new(namespace: NamespaceId, partition: PartitionId, user_key: Bytes) -> Self {
+        let key = ItemKey {
+            namespace,
+            partition,
+            user_key,
+        }
+        .encode();
+        Self {
+            namespace,
+            partition,
+            key,
+        }
+    }
 }
 
 /// Bits of a generated CAS that hold the partition.
