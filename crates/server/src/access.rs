@@ -2,6 +2,27 @@
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Marks are keyed by a hash already; hashing it again would only cost time.
+#[derive(Default)]
+struct PrehashedKey(u64);
+
+impl Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Marks = HashMap<u64, Mark, BuildHasherDefault<PrehashedKey>>;
 
 /// Marks kept per shard before the shard is reset (see [`AccessTracker`]).
 const MARKS_PER_SHARD: usize = 1 << 16;
@@ -32,13 +53,13 @@ struct Mark {
 /// its limit is cleared, which makes some items look not fetched yet. That trade is fine
 /// for flags that exist to guide cache heuristics. Marks do not survive a restart.
 pub(crate) struct AccessTracker {
-    shards: Vec<Mutex<HashMap<u64, Mark>>>,
+    shards: Vec<Mutex<Marks>>,
 }
 
 impl AccessTracker {
     pub(crate) fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Marks::default())).collect(),
         }
     }
 

@@ -15,6 +15,7 @@
 //! - an engine failure takes the store out of service ([`StoreError::Unavailable`]).
 
 mod access;
+mod cache;
 pub mod clock;
 mod error;
 pub mod expiry;

@@ -17,6 +17,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use crate::access::{AccessInfo, AccessTracker};
+use crate::cache::{ItemCache, Lookup};
 use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::expiry::is_expired;
@@ -79,6 +80,8 @@ pub struct StoreConfig {
     pub max_value_len: usize,
     /// Expired-item reclamation.
     pub sweep: SweepConfig,
+    /// Memory for the cache of hot item records in front of the engine, in bytes.
+    pub item_cache_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -87,6 +90,7 @@ impl Default for StoreConfig {
             sync: SyncPolicy::default(),
             max_value_len: 1024 * 1024,
             sweep: SweepConfig::default(),
+            item_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -136,6 +140,7 @@ pub(crate) struct Shared {
     flushed: HashMap<NamespaceId, Vec<AtomicU64>>,
     failure: RwLock<Option<String>>,
     access: AccessTracker,
+    pub(crate) cache: ItemCache,
     /// Bumped after every committed group, so the syncer knows when there is work.
     pub(crate) writes_committed: AtomicU64,
     stopping: AtomicBool,
@@ -243,6 +248,7 @@ impl Store {
             flushed,
             failure: RwLock::new(None),
             access: AccessTracker::new(),
+            cache: ItemCache::new(config.item_cache_bytes),
             writes_committed: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             sweep_wake,
@@ -318,10 +324,16 @@ impl Store {
             user_key: Bytes::copy_from_slice(key),
         }
         .encode();
-        let raw = match self.shared.engine.get(Table::Items, &engine_key) {
-            Ok(Some(raw)) => raw,
-            Ok(None) => return Ok(None),
-            Err(err) => return Err(self.failed(&err)),
+        let raw = match self.shared.cache.get(&engine_key) {
+            Lookup::Hit(raw) => raw,
+            Lookup::Miss(token) => match self.shared.engine.get(Table::Items, &engine_key) {
+                Ok(Some(raw)) => {
+                    self.shared.cache.fill(token, engine_key.clone(), &raw);
+                    raw
+                }
+                Ok(None) => return Ok(None),
+                Err(err) => return Err(self.failed(&err)),
+            },
         };
         let record = Record::decode(&raw).map_err(|e| self.failed(&e.into()))?;
         let flushed_seq = flushed[usize::from(partition)].load(Ordering::Acquire);

@@ -108,6 +108,9 @@ struct Group {
     overlay: HashMap<Bytes, Option<Record>>,
     dirty: HashSet<(NamespaceId, PartitionId)>,
     replies: Vec<Reply>,
+    /// Every item change of the group in order (new record, or `None` for a removal),
+    /// published to the item cache once the batch is committed.
+    changes: Vec<(Bytes, Option<Bytes>)>,
     /// Records added (net) and stores performed, for the global counters.
     stored: u64,
 }
@@ -553,9 +556,11 @@ impl Writer {
         }
         state.bytes += record_size(&slot.key, &value);
         let record = Record { header, value };
+        let encoded = record.encode();
         group
             .batch
-            .put(Table::Items, slot.key.clone(), record.encode());
+            .put(Table::Items, slot.key.clone(), encoded.clone());
+        group.changes.push((slot.key.clone(), Some(encoded)));
         group.overlay.insert(slot.key.clone(), Some(record.clone()));
         group.dirty.insert((slot.namespace, slot.partition));
         group.stored += 1;
@@ -570,6 +575,7 @@ impl Writer {
             .bytes
             .saturating_sub(record_size(&slot.key, &old.value));
         group.batch.delete(Table::Items, slot.key.clone());
+        group.changes.push((slot.key.clone(), None));
         group.overlay.insert(slot.key.clone(), None);
         group.dirty.insert((slot.namespace, slot.partition));
     }
@@ -680,6 +686,11 @@ impl Writer {
             }
             return;
         }
+        // Before anyone hears back: a client must never read its acknowledged write back
+        // stale from the cache.
+        for (key, record) in &group.changes {
+            self.shared.cache.update(key, record.as_ref());
+        }
         self.publish_counters();
         let stats = &self.shared.stats;
         stats.total_items.fetch_add(group.stored, Ordering::Relaxed);
@@ -713,6 +724,9 @@ impl Writer {
     fn current(&self, group: &Group, key: &Bytes) -> Result<Option<Record>, EngineError> {
         if let Some(pending) = group.overlay.get(key) {
             return Ok(pending.clone());
+        }
+        if let Some(raw) = self.shared.cache.peek(key) {
+            return Ok(Some(Record::decode(&raw)?));
         }
         match self.shared.engine.get(Table::Items, key)? {
             Some(raw) => Ok(Some(Record::decode(&raw)?)),
