@@ -14,14 +14,23 @@ pub(crate) const FORMAT_VERSION: u8 = 1;
 
 /// What the writer tracks for one partition.
 ///
-/// It is persisted in the same atomic batch as the items it describes, so after a crash
-/// the sequence number can never fall behind an item that was written: a restarted node
-/// continues the history instead of reusing positions in it (which replication, catch-up
-/// and CAS uniqueness all rely on).
+/// Sequence numbers must never go backwards across a restart or a crash: replication,
+/// catch-up and CAS uniqueness all rely on a partition's history only growing. Persisting
+/// the exact sequence number with every write would double the writes (and fill the meta
+/// table's memtable with versions of the same few keys), so the writer reserves them in
+/// blocks instead: the persisted value is a ceiling at or above every number in use, raised
+/// in the same atomic batch as the write that first needs a number above it. A restarted
+/// node continues from the ceiling; the skipped numbers are simply never used.
+///
+/// `items` and `bytes` are statistics. They are persisted with ceiling raises, flushes,
+/// a checkpoint at most every second, and at shutdown, so after a crash they can be short
+/// of the last second of changes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct PartitionState {
     /// Sequence number of the last write.
     pub seq: u64,
+    /// Every sequence number in use is at or below this; it is what is persisted.
+    pub seq_ceiling: u64,
     /// Records stored (including expired ones not yet swept), for `curr_items`.
     pub items: u64,
     /// Bytes of those records (key + header + value), for `bytes`.
@@ -35,7 +44,7 @@ impl PartitionState {
 
     pub(crate) fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(Self::ENCODED_LEN);
-        out.put_u64(self.seq);
+        out.put_u64(self.seq_ceiling);
         out.put_u64(self.items);
         out.put_u64(self.bytes);
         out.put_u64(self.flushed_seq);
@@ -49,8 +58,10 @@ impl PartitionState {
             b.copy_from_slice(&raw[i * 8..i * 8 + 8]);
             u64::from_be_bytes(b)
         };
+        // A restarted writer continues from the ceiling.
         Some(Self {
             seq: word(0),
+            seq_ceiling: word(0),
             items: word(1),
             bytes: word(2),
             flushed_seq: word(3),
@@ -93,11 +104,14 @@ mod tests {
     fn state_round_trips() {
         let state = PartitionState {
             seq: 1,
+            seq_ceiling: 9,
             items: 2,
             bytes: 3,
             flushed_seq: 4,
         };
-        assert_eq!(PartitionState::decode(&state.encode()), Some(state));
+        // What persists is the ceiling; a restarted writer continues from it.
+        let restarted = PartitionState { seq: 9, ..state };
+        assert_eq!(PartitionState::decode(&state.encode()), Some(restarted));
         assert_eq!(PartitionState::decode(&[0; 5]), None);
         assert_eq!(parse_state_key(&state_key(7, 1023)), Some((7, 1023)));
         assert_eq!(parse_state_key(b"Pxx"), None);

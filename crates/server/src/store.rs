@@ -30,7 +30,7 @@ use crate::partition::{
     parse_state_key,
 };
 use crate::placement::{PARTITIONS, partition_of};
-use crate::writer::{Job, Op, OpOutcome, Writer};
+use crate::writer::{Job, Op, OpOutcome, Writer, WriterHandle};
 
 /// When writes become durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +144,8 @@ pub(crate) struct Shared {
     /// Bumped after every committed group, so the syncer knows when there is work.
     pub(crate) writes_committed: AtomicU64,
     stopping: AtomicBool,
+    /// Set once the writer has shut down; later submissions are refused.
+    pub(crate) writer_closed: AtomicBool,
     sweep_wake: Sender<()>,
 }
 
@@ -172,6 +174,10 @@ impl Shared {
             .get(&namespace)
             .and_then(|v| v.get(usize::from(partition)))
             .unwrap_or(&NONE)
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     pub(crate) fn sweep_soon(&self) {
@@ -210,6 +216,7 @@ pub(crate) fn item_from_record(record: Record) -> Item {
 pub struct Store {
     shared: Arc<Shared>,
     jobs: Sender<Job>,
+    writer: Arc<WriterHandle>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -251,6 +258,7 @@ impl Store {
             cache: ItemCache::new(config.item_cache_bytes),
             writes_committed: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            writer_closed: AtomicBool::new(false),
             sweep_wake,
         });
         let (items, bytes) = partitions
@@ -269,7 +277,11 @@ impl Store {
             config.sync == SyncPolicy::Always,
             config.max_value_len,
         );
-        let mut threads = vec![spawn("murakumo-writer", move || writer.run())];
+        let writer = Arc::new(WriterHandle::new(writer, config.sync != SyncPolicy::Always));
+        let mut threads = {
+            let writer = Arc::clone(&writer);
+            vec![spawn("murakumo-writer", move || writer.run())]
+        };
         if let SyncPolicy::Periodic(interval) = config.sync {
             let shared = Arc::clone(&shared);
             threads.push(spawn("murakumo-syncer", move || {
@@ -287,6 +299,7 @@ impl Store {
         Ok(Self {
             shared,
             jobs,
+            writer,
             threads: Arc::new(Mutex::new(threads)),
         })
     }
@@ -379,14 +392,29 @@ impl Store {
     async fn submit(&self, namespace: NamespaceId, op: Op) -> Result<OpOutcome, StoreError> {
         self.available()?;
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Mutate {
-                namespace,
-                op,
-                reply,
-            })
-            .map_err(|_| StoreError::ShuttingDown)?;
+        self.enqueue(Job::Mutate {
+            namespace,
+            op,
+            reply,
+        })?;
         answer.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Queues a job for the writer and, when commits run inline, commits it (and whatever
+    /// else is queued) on this thread.
+    fn enqueue(&self, job: Job) -> Result<(), StoreError> {
+        if self.shared.writer_closed.load(Ordering::Acquire) {
+            return Err(StoreError::ShuttingDown);
+        }
+        self.jobs.send(job).map_err(|_| StoreError::ShuttingDown)?;
+        if self.writer.is_inline() {
+            self.writer.drain();
+        }
+        if self.shared.writer_closed.load(Ordering::Acquire) {
+            // Shutdown raced this job: make sure it is answered rather than stranded.
+            self.writer.reject_queued();
+        }
+        Ok(())
     }
 
     /// set / add / replace / append / prepend / cas.
@@ -446,13 +474,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.available()?;
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::FlushAll {
-                namespace,
-                delay_secs,
-                reply,
-            })
-            .map_err(|_| StoreError::ShuttingDown)?;
+        self.enqueue(Job::FlushAll {
+            namespace,
+            delay_secs,
+            reply,
+        })?;
         answer.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
@@ -534,7 +560,7 @@ impl Store {
     /// Mutations submitted afterwards fail with [`StoreError::ShuttingDown`].
     pub async fn shutdown(&self) {
         let (reply, done) = oneshot::channel();
-        if self.jobs.send(Job::Shutdown { reply }).is_ok() {
+        if self.enqueue(Job::Shutdown { reply }).is_ok() {
             let _ = done.await;
         }
         self.shared.stopping.store(true, Ordering::Release);
