@@ -557,7 +557,9 @@ impl Store {
     }
 
     /// Commits and fsyncs everything queued so far, then stops the background threads.
-    /// Mutations submitted afterwards fail with [`StoreError::ShuttingDown`].
+    /// Mutations submitted afterwards fail with [`StoreError::ShuttingDown`]. Call it
+    /// before dropping the last handle: until then the writer, syncer and sweeper threads
+    /// keep running (and keep the engine open).
     pub async fn shutdown(&self) {
         let (reply, done) = oneshot::channel();
         if self.enqueue(Job::Shutdown { reply }).is_ok() {
