@@ -133,14 +133,10 @@ pub(crate) fn parse(frame: &Frame<'_>) -> Outcome {
         Ok(parsed) => parsed,
         Err(e) => return frame.line_only(Err(e.rejection_generic_flags())),
     };
-    let mut out = Vec::with_capacity(parsed.flags.len());
-    for flag in parsed.flags {
-        match typed(flag) {
-            Ok(Some(f)) => out.push(f),
-            Ok(None) => {}
-            Err(rej) => return frame.line_only(Err(rej)),
-        }
-    }
+    let out = match flags::typed_flags(parsed.flags, typed) {
+        Ok(typed) => typed,
+        Err(rej) => return frame.line_only(Err(rej)),
+    };
     frame.line_only(Ok(Request::MetaArith(MetaArith {
         key: parsed.key,
         base64: parsed.base64,

@@ -246,3 +246,19 @@ pub(crate) fn opaque(arg: &[u8]) -> Result<Bytes, Rejection> {
         Ok(Bytes::copy_from_slice(arg))
     }
 }
+
+/// Turns a command's parsed flags into its typed flags with `typed`, which answers
+/// `Ok(None)` for a flag the command accepts but ignores (as memcached does) and a
+/// rejection for one it refuses. The first rejection wins.
+pub(crate) fn typed_flags<T>(
+    flags: Vec<Flag<'_>>,
+    typed: impl Fn(Flag<'_>) -> Result<Option<T>, Rejection>,
+) -> Result<Vec<T>, Rejection> {
+    let mut out = Vec::with_capacity(flags.len());
+    for flag in flags {
+        if let Some(flag) = typed(flag)? {
+            out.push(flag);
+        }
+    }
+    Ok(out)
+}

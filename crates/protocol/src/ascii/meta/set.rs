@@ -162,14 +162,10 @@ pub(crate) fn parse(frame: &Frame<'_>) -> Outcome {
         Ok(parsed) => parsed,
         Err(e) => return reject(e.rejection()),
     };
-    let mut typed_flags = Vec::with_capacity(parsed.flags.len());
-    for flag in parsed.flags {
-        match typed(flag) {
-            Ok(Some(f)) => typed_flags.push(f),
-            Ok(None) => {}
-            Err(rej) => return reject(rej),
-        }
-    }
+    let typed_flags = match flags::typed_flags(parsed.flags, typed) {
+        Ok(typed) => typed,
+        Err(rej) => return reject(rej),
+    };
     if len > frame.limits.max_value_len {
         let rejection = Rejection::server("object too large for cache");
         let sets = typed_flags
