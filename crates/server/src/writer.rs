@@ -566,15 +566,8 @@ impl Writer {
         }
         header.seq = state.seq;
         header.cas = cas.unwrap_or_else(|| generated_cas(state.seq, slot.partition));
-        match physical {
-            Some(old) => {
-                state.bytes = state
-                    .bytes
-                    .saturating_sub(record_size(&slot.key, &old.value));
-            }
-            None => state.items += 1,
-        }
-        state.bytes += record_size(&slot.key, &value);
+        let removed = physical.map(|old| record_size(&slot.key, &old.value));
+        self.account(slot, Some(record_size(&slot.key, &value)), removed);
         let record = Record { header, value };
         let encoded = record.encode();
         group
@@ -593,11 +586,7 @@ impl Writer {
 
     fn remove(&mut self, group: &mut Group, slot: &Slot, physical: Option<&Record>) {
         let Some(old) = physical else { return };
-        let state = self.state_mut(slot);
-        state.items = state.items.saturating_sub(1);
-        state.bytes = state
-            .bytes
-            .saturating_sub(record_size(&slot.key, &old.value));
+        self.account(slot, None, Some(record_size(&slot.key, &old.value)));
         group.batch.delete(Table::Items, slot.key.clone());
         group.changes.push((slot.key.clone(), None));
         group.overlay.insert(slot.key.clone(), None);
@@ -719,7 +708,6 @@ impl Writer {
         for (key, record) in &group.changes {
             self.shared.cache.update(key, record.as_ref());
         }
-        self.publish_counters();
         let stats = &self.shared.stats;
         stats.total_items.fetch_add(group.stored, Ordering::Relaxed);
         stats.commit_groups.fetch_add(1, Ordering::Relaxed);
@@ -739,14 +727,25 @@ impl Writer {
         }
     }
 
-    fn publish_counters(&self) {
-        let (items, bytes) = self
-            .partitions
-            .values()
-            .flatten()
-            .fold((0u64, 0u64), |(i, b), s| (i + s.items, b + s.bytes));
-        self.shared.stats.curr_items.store(items, Ordering::Relaxed);
-        self.shared.stats.bytes.store(bytes, Ordering::Relaxed);
+    /// Counts a record of `added` bytes in and one of `removed` bytes out of a partition,
+    /// and of the store-wide `curr_items`/`bytes` (which start as the sums of the
+    /// partitions' persisted counters, so they never need recomputing).
+    fn account(&mut self, slot: &Slot, added: Option<u64>, removed: Option<u64>) {
+        // Disjoint field borrows: the partition states and the shared counters.
+        let state = partition_state(&mut self.partitions, slot);
+        let stats = &self.shared.stats;
+        if let Some(size) = removed {
+            state.items = state.items.saturating_sub(1);
+            state.bytes = state.bytes.saturating_sub(size);
+            saturating_sub(&stats.curr_items, 1);
+            saturating_sub(&stats.bytes, size);
+        }
+        if let Some(size) = added {
+            state.items += 1;
+            state.bytes += size;
+            stats.curr_items.fetch_add(1, Ordering::Relaxed);
+            stats.bytes.fetch_add(size, Ordering::Relaxed);
+        }
     }
 
     fn current(&self, group: &Group, key: &Bytes) -> Result<Option<Record>, EngineError> {
@@ -771,11 +770,7 @@ impl Writer {
     }
 
     fn state_mut(&mut self, slot: &Slot) -> &mut PartitionState {
-        let states = self
-            .partitions
-            .entry(slot.namespace)
-            .or_insert_with(|| vec![PartitionState::default(); usize::from(PARTITIONS)]);
-        &mut states[usize::from(slot.partition)]
+        partition_state(&mut self.partitions, slot)
     }
 }
 
@@ -819,6 +814,22 @@ const _: () = assert!(
 /// applies the same write, with no counter of its own to persist.
 fn generated_cas(seq: u64, partition: PartitionId) -> u64 {
     (seq << CAS_PARTITION_BITS) | u64::from(partition)
+}
+
+fn partition_state<'a>(
+    partitions: &'a mut HashMap<NamespaceId, Vec<PartitionState>>,
+    slot: &Slot,
+) -> &'a mut PartitionState {
+    let states = partitions
+        .entry(slot.namespace)
+        .or_insert_with(|| vec![PartitionState::default(); usize::from(PARTITIONS)]);
+    &mut states[usize::from(slot.partition)]
+}
+
+fn saturating_sub(counter: &std::sync::atomic::AtomicU64, amount: u64) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(amount))
+    });
 }
 
 fn record_size(key: &[u8], value: &[u8]) -> u64 {
