@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use murakumo_engine_fjall::{FjallEngine, FjallOptions};
-use murakumo_gateway::{Gateway, GatewayConfig, read_memory_limit};
+use murakumo_gateway::{ConnectionWorkers, Gateway, GatewayConfig, read_memory_limit};
 use murakumo_protocol::Limits;
 use murakumo_server::{Clock, Store, StoreConfig, SyncPolicy};
 use tokio::net::TcpListener;
@@ -50,6 +51,9 @@ pub struct DevArgs {
     /// Most simultaneous client connections (memcached -c).
     #[arg(long, short = 'c', default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
+    /// Threads serving client connections (memcached -t); default: one per CPU.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    threads: Option<u64>,
     /// Close client connections idle this many seconds (0 = never).
     #[arg(long, default_value_t = 0)]
     idle_timeout: u64,
@@ -111,6 +115,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         SyncPolicy::Always => "always".to_owned(),
         SyncPolicy::Periodic(every) => format!("periodic {}ms", every.as_millis()),
     };
+    let threads = match args.threads {
+        Some(n) => NonZeroUsize::try_from(usize::try_from(n)?)?,
+        None => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+    };
+    let workers = ConnectionWorkers::start(threads).context("starting connection threads")?;
     let config = GatewayConfig {
         max_connections: usize::try_from(args.max_connections)?,
         idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
@@ -119,6 +128,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             ..Limits::default()
         },
         sasl_users: args.auth_file.as_deref().map(read_auth_file).transpose()?,
+        worker_threads: workers.len(),
         node_name: local.to_string(),
         sync_description: sync_description.clone(),
         memory_limit_mb: cache_mb,
@@ -139,7 +149,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down: finishing requests in progress");
         let _ = stop.send(true);
     });
-    murakumo_gateway::serve(listener, gateway, stopped).await?;
+    murakumo_gateway::serve(listener, gateway, &workers, stopped).await?;
+    drop(workers);
     store.shutdown().await;
     if let Some(reason) = store.failure() {
         anyhow::bail!("storage failed: {reason}");

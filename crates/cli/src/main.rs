@@ -29,12 +29,17 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     match cli.command {
-        Command::Dev(args) => runtime.block_on(dev::run(args)),
+        // Connections run on the node's own worker threads; this runtime only accepts,
+        // waits for signals and shuts down.
+        Command::Dev(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(dev::run(args)),
         Command::Bench(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             let report = runtime.block_on(murakumo_bench::run(args))?;
             if report.errors() > 0 {
                 anyhow::bail!("{} replies were wrong or missing", report.errors());

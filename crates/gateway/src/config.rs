@@ -27,6 +27,9 @@ pub struct GatewayConfig {
     /// SASL PLAIN users and passwords for the binary protocol; `None` disables SASL (as
     /// memcached without `-S`).
     pub sasl_users: Option<HashMap<String, String>>,
+    /// Threads serving connections (the [`ConnectionWorkers`](crate::ConnectionWorkers)
+    /// given to `serve`), shown as `threads` in `stats`.
+    pub worker_threads: usize,
     /// Address shown as `murakumo_node` in `stats`.
     pub node_name: String,
     /// How the store syncs, shown in `stats settings`.
@@ -47,6 +50,7 @@ impl Default for GatewayConfig {
             limits: Limits::default(),
             max_output_buffer: 256 * 1024,
             sasl_users: None,
+            worker_threads: 1,
             node_name: String::new(),
             sync_description: String::new(),
             memory_limit_mb: 0,

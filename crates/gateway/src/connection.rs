@@ -1,7 +1,6 @@
 //! One client connection: read, decode, execute, reply, in order.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::{Buf, BytesMut};
 use murakumo_protocol::{AfterError, BINARY_REQUEST_MAGIC, Decoded, ascii, binary};
@@ -77,15 +76,12 @@ impl Connection {
     pub(crate) async fn run(mut self) {
         let stats = &self.gateway.stats;
         bump(&stats.total_connections);
-        stats.curr_connections.fetch_add(1, Ordering::Relaxed);
+        stats.curr_connections.add(1);
         if let Err(Disconnected) = self.serve().await {
             tracing::debug!("client went away mid-reply");
         }
         let _ = self.stream.shutdown().await;
-        self.gateway
-            .stats
-            .curr_connections
-            .fetch_sub(1, Ordering::Relaxed);
+        self.gateway.stats.curr_connections.sub(1);
     }
 
     async fn serve(&mut self) -> Result<(), Disconnected> {
@@ -223,10 +219,7 @@ impl Connection {
             None => write.await.map_err(|_| Disconnected)?,
         }
         self.out.clear();
-        self.gateway
-            .stats
-            .bytes_written
-            .fetch_add(written, Ordering::Relaxed);
+        self.gateway.stats.bytes_written.add(written);
         Ok(())
     }
 
@@ -255,10 +248,7 @@ impl Connection {
             }
             Some(Ok(0) | Err(_)) => ReadOutcome::Closed,
             Some(Ok(n)) => {
-                self.gateway
-                    .stats
-                    .bytes_read
-                    .fetch_add(n as u64, Ordering::Relaxed);
+                self.gateway.stats.bytes_read.add(n as u64);
                 ReadOutcome::Data
             }
         }

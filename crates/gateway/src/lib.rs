@@ -22,6 +22,7 @@ mod counted;
 mod listener;
 mod meta;
 mod stats;
+mod workers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -32,7 +33,8 @@ use murakumo_server::Store;
 
 pub use config::{GatewayConfig, MIN_MEMORY_LIMIT_MB, VERSION, read_memory_limit};
 pub use listener::serve;
-pub use stats::GatewayStats;
+pub use stats::{Counter, GatewayStats};
+pub use workers::ConnectionWorkers;
 
 /// Everything connections share: the store, the configuration and the counters.
 #[derive(Debug)]

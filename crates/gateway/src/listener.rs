@@ -10,11 +10,13 @@ use tokio::sync::{Semaphore, watch};
 use crate::Gateway;
 use crate::connection::Connection;
 use crate::stats::bump;
+use crate::workers::ConnectionWorkers;
 
 /// How long shutdown waits for connections to finish the request they are in.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves clients on `listener` until `shutdown` turns true, then stops accepting, lets
+/// Serves clients on `listener` until `shutdown` turns true, running each connection on
+/// one of `workers` (this task only accepts). Then it stops accepting, lets
 /// every connection finish the request it is processing (their replies are written), and
 /// returns once they are all closed or [`DRAIN_TIMEOUT`] has passed.
 ///
@@ -23,6 +25,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    workers: &ConnectionWorkers,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let max = gateway.config.max_connections.max(1);
@@ -53,15 +56,28 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // The socket moves to the worker's event loop: off this one, onto that one.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, %peer, "could not hand the connection over");
+                continue;
+            }
+        };
         let gateway = Arc::clone(&gateway);
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            Connection::new(stream, gateway, shutdown).run().await;
+        workers.spawn(|shutdown| async move {
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => Connection::new(stream, gateway, shutdown).run().await,
+                Err(err) => {
+                    tracing::warn!(error = %err, %peer, "could not register the connection");
+                }
+            }
             tracing::trace!(%peer, "connection closed");
             drop(permit);
         });
     }
     drop(listener);
+    workers.close_connections();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, permits.acquire_many(max as u32)).await;
     if drained.is_err() {
         tracing::warn!("shutdown: some connections did not finish within {DRAIN_TIMEOUT:?}");
