@@ -1,32 +1,9 @@
 //! Which items have been fetched, and when: the meta protocol's `h` and `l` flags.
 
-use parking_lot::Mutex;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Marks are keyed by a hash already; hashing it again would only cost time.
-#[derive(Default)]
-struct PrehashedKey(u64);
-
-impl Hasher for PrehashedKey {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Marks = HashMap<u64, Mark, BuildHasherDefault<PrehashedKey>>;
-
-/// Marks kept per shard before the shard is reset (see [`AccessTracker`]).
-const MARKS_PER_SHARD: usize = 1 << 16;
-const SHARDS: usize = 16;
+/// Slots in the table: 8 MiB of marks.
+const SLOTS: usize = 1 << 20;
 
 /// What a fetch learns about an item's earlier fetches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,29 +14,30 @@ pub struct AccessInfo {
     pub last_access: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Mark {
-    seq: u64,
-    last_access: u32,
-}
-
 /// Tracks fetches in memory.
 ///
 /// memcached keeps a "fetched" bit and an access time in every item. We do not write them
 /// to the engine, because that would turn every read into a write. Instead we keep a mark
-/// per fetched item in a sharded in-memory map, keyed by a hash of the engine key and
-/// valid only for the item version (sequence number) it was taken on, so a rewritten
-/// item starts out "not fetched" as in memcached. Memory is bounded: a shard that reaches
-/// its limit is cleared, which makes some items look not fetched yet. That trade is fine
-/// for flags that exist to guide cache heuristics. Marks do not survive a restart.
+/// per fetched item version in a fixed table of atomic words, indexed by a hash of the
+/// engine key: a 32-bit tag of (key, sequence number) and the access time in seconds.
+/// A mark is valid only for the item version it was taken on, so a rewritten item starts
+/// out "not fetched", as in memcached.
+///
+/// Why this shape: every get observes its item, so this is on the hottest path there is.
+/// A lookup is one load; a fetch writes its slot only when the mark changes (a new
+/// version, or a new second), so repeated reads of a hot item do not bounce a cache line
+/// between cores, and no lock is taken. Memory is fixed. Two item versions that share a
+/// slot evict each other's mark, which makes one look not fetched yet; a tag collision
+/// (one in 2^32) makes one look fetched. That trade is fine for flags that exist to guide
+/// cache heuristics. Marks do not survive a restart.
 pub(crate) struct AccessTracker {
-    shards: Vec<Mutex<Marks>>,
+    slots: Box<[AtomicU64]>,
 }
 
 impl AccessTracker {
     pub(crate) fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Marks::default())).collect(),
+            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -73,24 +51,17 @@ impl AccessTracker {
         now: u32,
         bump: bool,
     ) -> AccessInfo {
-        let mut shard = self.shards[(key_hash as usize) % SHARDS].lock();
-        let previous = shard.get(&key_hash).filter(|mark| mark.seq == seq).copied();
-        if bump {
-            if shard.len() >= MARKS_PER_SHARD && previous.is_none() {
-                shard.clear();
-            }
-            shard.insert(
-                key_hash,
-                Mark {
-                    seq,
-                    last_access: now,
-                },
-            );
+        let slot = &self.slots[(key_hash as usize) % SLOTS];
+        let tag = version_tag(key_hash, seq);
+        let mark = slot.load(Ordering::Relaxed);
+        let previous = (mark != 0 && (mark >> 32) as u32 == tag).then_some(mark as u32);
+        if bump && previous != Some(now) {
+            slot.store((u64::from(tag) << 32) | u64::from(now), Ordering::Relaxed);
         }
         match previous {
-            Some(mark) => AccessInfo {
+            Some(last_access) => AccessInfo {
                 fetched_before: true,
-                last_access: mark.last_access,
+                last_access,
             },
             None => AccessInfo {
                 fetched_before: false,
@@ -98,6 +69,16 @@ impl AccessTracker {
             },
         }
     }
+}
+
+/// 32 bits that tell one item version from another sharing its slot. The slot index
+/// already used the hash's low bits, so the tag takes the high ones, mixed with the
+/// sequence number so that a new version of the same key gets a new tag.
+fn version_tag(key_hash: u64, seq: u64) -> u32 {
+    let mixed = (key_hash >> 32) ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // Tag 0 with time 0 would read as an empty slot; times are never 0, but keep tags
+    // nonzero anyway so the empty word stays unambiguous.
+    ((mixed >> 32) as u32 ^ mixed as u32).max(1)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
@@ -43,7 +44,9 @@ pub(crate) struct FillToken {
 /// and the memory bound must hold. Eviction is arbitrary (whatever the map yields first);
 /// the cache only has to keep the hot set, and the engine remains the source of truth.
 pub(crate) struct ItemCache {
-    shards: Vec<Mutex<Shard>>,
+    /// Padded so that readers on different cores locking different shards do not contend
+    /// for one cache line.
+    shards: Vec<CachePadded<Mutex<Shard>>>,
     shard_capacity: usize,
 }
 
@@ -87,7 +90,9 @@ impl ItemCache {
     /// A cache holding at most about `capacity` bytes (0 disables it).
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| CachePadded::new(Mutex::new(Shard::default())))
+                .collect(),
             shard_capacity: capacity / SHARDS,
         }
     }

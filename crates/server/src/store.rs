@@ -1,8 +1,8 @@
 //! The store: reads on the caller's thread, writes through the writer thread.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use murakumo_engine::keys::{
 };
 use murakumo_engine::record::{ItemHeader, ItemState, Record};
 use murakumo_engine::{Engine, EngineError, Table, WriteBatch};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::access::{AccessInfo, AccessTracker};
@@ -138,7 +138,9 @@ pub(crate) struct Shared {
     pub(crate) stats: StoreStats,
     /// Per namespace, per partition: records at or below this sequence were flushed.
     flushed: HashMap<NamespaceId, Vec<AtomicU64>>,
-    failure: RwLock<Option<String>>,
+    /// Why the store went out of service. Set once, never cleared; a lock-free read,
+    /// because every request checks it.
+    failure: OnceLock<String>,
     access: AccessTracker,
     pub(crate) cache: ItemCache,
     /// Bumped after every committed group, so the syncer knows when there is work.
@@ -151,20 +153,18 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn failure(&self) -> Option<String> {
-        self.failure.read().clone()
+        self.failure.get().cloned()
     }
 
     /// Takes the store out of service. Logged once, loudly: an operator must act.
     pub(crate) fn fail(&self, err: &EngineError) {
-        let mut failure = self.failure.write();
-        if failure.is_none() {
+        if self.failure.set(err.to_string()).is_ok() {
             tracing::error!(
                 error = %err,
                 "storage failure: this node stops serving reads and writes, because it can no \
                  longer guarantee that acknowledged writes are on disk; restart it after \
                  checking the disk"
             );
-            *failure = Some(err.to_string());
         }
     }
 
@@ -253,7 +253,7 @@ impl Store {
             clock,
             stats: StoreStats::default(),
             flushed,
-            failure: RwLock::new(None),
+            failure: OnceLock::new(),
             access: AccessTracker::new(),
             cache: ItemCache::new(config.item_cache_bytes),
             writes_committed: AtomicU64::new(0),
