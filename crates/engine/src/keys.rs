@@ -5,7 +5,7 @@
 //! range, so that copying or dropping a partition (rebalancing, catch-up, backup) is a prefix
 //! scan, and so that the expiry sweep can walk one partition at a time.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 /// Numeric id of a namespace; the cluster map assigns them, `default` is 0.
 pub type NamespaceId = u32;
@@ -33,10 +33,7 @@ pub struct ItemKey {
 impl ItemKey {
     /// Encodes the key as stored in the engine.
     pub fn encode(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(PARTITION_PREFIX_LEN + self.user_key.len());
-        out.put_slice(&partition_prefix(self.namespace, self.partition));
-        out.put_slice(&self.user_key);
-        out.freeze()
+        item_key(self.namespace, self.partition, &self.user_key).into()
     }
 
     /// Decodes an engine key; `None` if it is too short to carry the prefix.
@@ -52,6 +49,15 @@ impl ItemKey {
             user_key: encoded.slice(PARTITION_PREFIX_LEN..),
         })
     }
+}
+
+/// The engine key of `user_key`, built straight from borrowed parts: the read path needs
+/// it only for lookups, so it should cost one allocation and no reference counting.
+pub fn item_key(namespace: NamespaceId, partition: PartitionId, user_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(PARTITION_PREFIX_LEN + user_key.len());
+    key.extend_from_slice(&partition_prefix(namespace, partition));
+    key.extend_from_slice(user_key);
+    key
 }
 
 /// The prefix shared by every key of one partition.

@@ -1,15 +1,15 @@
 //! A bounded in-memory cache of item records, in front of the engine.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
+use hashbrown::HashTable;
 use parking_lot::Mutex;
-use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 const SHARDS: usize = 64;
-/// Per-entry bookkeeping beyond key and value bytes (map slot, `Bytes` headers).
-const ENTRY_OVERHEAD: usize = 64;
+/// Per-entry bookkeeping beyond key and record bytes (table slot, allocation header).
+const ENTRY_OVERHEAD: usize = 48;
 
 /// What a lookup found.
 #[derive(Debug)]
@@ -40,9 +40,15 @@ pub(crate) struct FillToken {
 ///   with [`fill`](Self::fill), which is refused if any write touched that shard in between.
 ///   So a value read before a concurrent commit can never be cached after it.
 ///
-/// Values are copied on fill: a slice returned by the engine may keep a whole block alive,
-/// and the memory bound must hold. Eviction is arbitrary (whatever the map yields first);
-/// the cache only has to keep the hot set, and the engine remains the source of truth.
+/// Layout: each entry is one allocation holding the key and then the record, and the
+/// table slot keeps the full hash beside it. A hit therefore touches the slot and one
+/// heap block (whose first line holds the reference count, the key and the record
+/// header), instead of separate blocks for key, record and their reference counts: on a
+/// large cache every one of those is a cache miss, and they dominated the cost of a get.
+/// Records are copied in, so a slice returned by the engine cannot keep a whole block
+/// alive and the memory bound holds. Eviction is arbitrary (whatever the table yields
+/// first); the cache only has to keep the hot set, and the engine remains the source of
+/// truth.
 pub(crate) struct ItemCache {
     /// Padded so that readers on different cores locking different shards do not contend
     /// for one cache line.
@@ -52,38 +58,98 @@ pub(crate) struct ItemCache {
 
 #[derive(Default)]
 struct Shard {
-    records: HashMap<Bytes, Bytes, Xxh3DefaultBuilder>,
+    entries: HashTable<Entry>,
     bytes: usize,
     /// Bumped by every writer update of this shard.
     generation: u64,
 }
 
-impl Shard {
-    fn remove(&mut self, key: &[u8]) {
-        if let Some((key, record)) = self.records.remove_entry(key) {
-            self.bytes -= cost(&key, &record);
+/// A cached record: `key || record` in one block.
+struct Entry {
+    hash: u64,
+    key_len: usize,
+    block: Arc<[u8]>,
+}
+
+impl Entry {
+    fn new(hash: u64, key: &[u8], record: &[u8]) -> Self {
+        let mut block = Vec::with_capacity(key.len() + record.len());
+        block.extend_from_slice(key);
+        block.extend_from_slice(record);
+        Self {
+            hash,
+            key_len: key.len(),
+            block: block.into(),
         }
     }
 
-    fn insert(&mut self, key: Bytes, record: Bytes, capacity: usize) {
-        let added = cost(&key, &record);
-        if added > capacity {
-            return;
-        }
-        self.remove(&key);
-        while self.bytes + added > capacity {
-            let Some(victim) = self.records.keys().next().cloned() else {
-                break;
-            };
-            self.remove(&victim);
-        }
-        self.bytes += added;
-        self.records.insert(key, record);
+    fn key(&self) -> &[u8] {
+        &self.block[..self.key_len]
+    }
+
+    fn cost(&self) -> usize {
+        self.block.len() + ENTRY_OVERHEAD
+    }
+
+    /// The record, sharing the block.
+    fn record(&self) -> Bytes {
+        Bytes::from_owner(RecordOf {
+            block: Arc::clone(&self.block),
+            start: self.key_len,
+        })
     }
 }
 
-fn cost(key: &[u8], record: &[u8]) -> usize {
-    key.len() + record.len() + ENTRY_OVERHEAD
+/// The record part of an entry's block, as an owner for [`Bytes`].
+struct RecordOf {
+    block: Arc<[u8]>,
+    start: usize,
+}
+
+impl AsRef<[u8]> for RecordOf {
+    fn as_ref(&self) -> &[u8] {
+        &self.block[self.start..]
+    }
+}
+
+impl Shard {
+    fn find(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
+        self.entries
+            .find(hash, |e| e.hash == hash && e.key() == key)
+    }
+
+    fn remove(&mut self, hash: u64, key: &[u8]) {
+        if let Ok(found) = self
+            .entries
+            .find_entry(hash, |e| e.hash == hash && e.key() == key)
+        {
+            let (entry, _) = found.remove();
+            self.bytes -= entry.cost();
+        }
+    }
+
+    fn insert(&mut self, entry: Entry, capacity: usize) {
+        let added = entry.cost();
+        self.remove(entry.hash, entry.key());
+        if added > capacity {
+            return;
+        }
+        while self.bytes + added > capacity {
+            let Some(victim) = self.entries.iter().next() else {
+                break;
+            };
+            let (hash, block) = (victim.hash, Arc::clone(&victim.block));
+            if let Ok(found) = self
+                .entries
+                .find_entry(hash, |e| Arc::ptr_eq(&e.block, &block))
+            {
+                let (entry, _) = found.remove();
+                self.bytes -= entry.cost();
+            }
+        }
+        self.bytes += added;
+        self.entries.insert_unique(entry.hash, entry, |e| e.hash);
+    }
 }
 
 impl ItemCache {
@@ -97,26 +163,25 @@ impl ItemCache {
         }
     }
 
-    fn shard_of(key: &[u8]) -> usize {
-        (xxhash_rust::xxh3::xxh3_64(key) as usize) % SHARDS
+    fn locate(key: &[u8]) -> (u64, usize) {
+        let hash = xxhash_rust::xxh3::xxh3_64(key);
+        // The table uses the low bits; the shard takes the high ones.
+        (hash, (hash >> 58) as usize % SHARDS)
     }
 
     /// The cached record of `key`, if any. For the writer, which is the only updater, so
     /// a cached record is exactly the committed one.
     pub(crate) fn peek(&self, key: &[u8]) -> Option<Bytes> {
-        self.shards[Self::shard_of(key)]
-            .lock()
-            .records
-            .get(key)
-            .cloned()
+        let (hash, shard) = Self::locate(key);
+        self.shards[shard].lock().find(hash, key).map(Entry::record)
     }
 
     /// Looks a key up.
     pub(crate) fn get(&self, key: &[u8]) -> Lookup {
-        let shard = Self::shard_of(key);
+        let (hash, shard) = Self::locate(key);
         let guard = self.shards[shard].lock();
-        match guard.records.get(key) {
-            Some(record) => Lookup::Hit(record.clone()),
+        match guard.find(hash, key) {
+            Some(entry) => Lookup::Hit(entry.record()),
             None => Lookup::Miss(FillToken {
                 shard,
                 generation: guard.generation,
@@ -125,26 +190,29 @@ impl ItemCache {
     }
 
     /// Offers a record a reader found in the engine; see the type's documentation.
-    pub(crate) fn fill(&self, token: FillToken, key: Bytes, record: &[u8]) {
+    pub(crate) fn fill(&self, token: FillToken, key: &[u8], record: &[u8]) {
         if self.shard_capacity == 0 {
             return;
         }
+        let (hash, _) = Self::locate(key);
         let mut shard = self.shards[token.shard].lock();
         if shard.generation == token.generation {
-            let record = Bytes::copy_from_slice(record);
-            shard.insert(key, record, self.shard_capacity);
+            shard.insert(Entry::new(hash, key, record), self.shard_capacity);
         }
     }
 
     /// The writer's record of a committed change: the new record, or `None` for a removal.
-    pub(crate) fn update(&self, key: &Bytes, record: Option<&Bytes>) {
-        let mut shard = self.shards[Self::shard_of(key)].lock();
+    pub(crate) fn update(&self, key: &[u8], record: Option<&[u8]>) {
+        let (hash, shard) = Self::locate(key);
+        // Built before taking the lock, so readers of the shard wait for no copying.
+        let entry = record
+            .filter(|_| self.shard_capacity > 0)
+            .map(|record| Entry::new(hash, key, record));
+        let mut shard = self.shards[shard].lock();
         shard.generation += 1;
-        match record {
-            Some(record) if self.shard_capacity > 0 => {
-                shard.insert(key.clone(), record.clone(), self.shard_capacity);
-            }
-            _ => shard.remove(key),
+        match entry {
+            Some(entry) => shard.insert(entry, self.shard_capacity),
+            None => shard.remove(hash, key),
         }
     }
 }
@@ -153,21 +221,17 @@ impl ItemCache {
 mod tests {
     use super::*;
 
-    fn b(s: &str) -> Bytes {
-        Bytes::copy_from_slice(s.as_bytes())
-    }
-
     #[test]
     fn fill_then_hit_and_writer_updates_win() {
         let cache = ItemCache::new(1 << 20);
         let Lookup::Miss(token) = cache.get(b"k") else {
             panic!()
         };
-        cache.fill(token, b("k"), b"v1");
+        cache.fill(token, b"k", b"v1");
         assert!(matches!(cache.get(b"k"), Lookup::Hit(r) if r == "v1"));
-        cache.update(&b("k"), Some(&b("v2")));
+        cache.update(b"k", Some(b"v2"));
         assert!(matches!(cache.get(b"k"), Lookup::Hit(r) if r == "v2"));
-        cache.update(&b("k"), None);
+        cache.update(b"k", None);
         assert!(matches!(cache.get(b"k"), Lookup::Miss(_)));
     }
 
@@ -179,9 +243,9 @@ mod tests {
         };
         // The writer commits (and then evicts, or deletes) while the reader holds an old
         // value from the engine.
-        cache.update(&b("k"), Some(&b("new")));
-        cache.update(&b("k"), None);
-        cache.fill(token, b("k"), b"old");
+        cache.update(b"k", Some(b"new"));
+        cache.update(b"k", None);
+        cache.fill(token, b"k", b"old");
         assert!(
             matches!(cache.get(b"k"), Lookup::Miss(_)),
             "a stale read must not be cached"
@@ -193,7 +257,7 @@ mod tests {
         let capacity = SHARDS * 1024;
         let cache = ItemCache::new(capacity);
         for i in 0..10_000 {
-            cache.update(&b(&format!("key{i}")), Some(&Bytes::from(vec![0u8; 100])));
+            cache.update(format!("key{i}").as_bytes(), Some(&[0u8; 100]));
         }
         let total: usize = cache.shards.iter().map(|s| s.lock().bytes).sum();
         assert!(total <= capacity, "{total} > {capacity}");
@@ -204,13 +268,24 @@ mod tests {
     }
 
     #[test]
+    fn an_update_too_large_to_cache_drops_the_old_record() {
+        let cache = ItemCache::new(SHARDS * 1024);
+        cache.update(b"k", Some(b"small"));
+        cache.update(b"k", Some(&[7u8; 4096]));
+        assert!(
+            matches!(cache.get(b"k"), Lookup::Miss(_)),
+            "the old record must not be served after a write the cache cannot hold"
+        );
+    }
+
+    #[test]
     fn a_zero_capacity_cache_stores_nothing() {
         let cache = ItemCache::new(0);
-        cache.update(&b("k"), Some(&b("v")));
+        cache.update(b"k", Some(b"v"));
         let Lookup::Miss(token) = cache.get(b"k") else {
             panic!()
         };
-        cache.fill(token, b("k"), b"v");
+        cache.fill(token, b"k", b"v");
         assert!(matches!(cache.get(b"k"), Lookup::Miss(_)));
     }
 }

@@ -25,6 +25,13 @@ pub mod placement;
 mod store;
 mod writer;
 
+/// Maps on the request path. std's default SipHash guards against keys chosen to
+/// collide; these maps are keyed by namespace ids, partitions and engine keys that
+/// already spread by a hash of ours, and SipHash showed up in every request's profile.
+type FastMap<K, V> = std::collections::HashMap<K, V, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+/// The set counterpart of [`FastMap`].
+type FastSet<T> = std::collections::HashSet<T, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+
 pub use access::AccessInfo;
 pub use clock::Clock;
 pub use error::StoreError;

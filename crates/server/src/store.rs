@@ -1,6 +1,5 @@
 //! The store: reads on the caller's thread, writes through the writer thread.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -9,13 +8,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use murakumo_engine::keys::{
-    DEFAULT_NAMESPACE, ItemKey, NamespaceId, PartitionId, partition_prefix, successor,
+    DEFAULT_NAMESPACE, NamespaceId, PartitionId, item_key, partition_prefix, successor,
 };
 use murakumo_engine::record::{ItemHeader, ItemState, Record};
 use murakumo_engine::{Engine, EngineError, Table, WriteBatch};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
+use crate::FastMap;
 use crate::access::{AccessInfo, AccessTracker};
 use crate::cache::{ItemCache, Lookup};
 use crate::clock::Clock;
@@ -137,7 +137,7 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     pub(crate) stats: StoreStats,
     /// Per namespace, per partition: records at or below this sequence were flushed.
-    flushed: HashMap<NamespaceId, Vec<AtomicU64>>,
+    flushed: FastMap<NamespaceId, Vec<AtomicU64>>,
     /// Why the store went out of service. Set once, never cleared; a lock-free read,
     /// because every request checks it.
     failure: OnceLock<String>,
@@ -331,17 +331,12 @@ impl Store {
             return Err(StoreError::UnknownNamespace(namespace));
         };
         let partition = partition_of(namespace, key);
-        let engine_key = ItemKey {
-            namespace,
-            partition,
-            user_key: Bytes::copy_from_slice(key),
-        }
-        .encode();
+        let engine_key = item_key(namespace, partition, key);
         let raw = match self.shared.cache.get(&engine_key) {
             Lookup::Hit(raw) => raw,
             Lookup::Miss(token) => match self.shared.engine.get(Table::Items, &engine_key) {
                 Ok(Some(raw)) => {
-                    self.shared.cache.fill(token, engine_key.clone(), &raw);
+                    self.shared.cache.fill(token, &engine_key, &raw);
                     raw
                 }
                 Ok(None) => return Ok(None),
@@ -368,12 +363,7 @@ impl Store {
         item: &Item,
         bump: bool,
     ) -> AccessInfo {
-        let engine_key = ItemKey {
-            namespace,
-            partition: partition_of(namespace, key),
-            user_key: Bytes::copy_from_slice(key),
-        }
-        .encode();
+        let engine_key = item_key(namespace, partition_of(namespace, key), key);
         self.observe(&engine_key, item, self.shared.clock.now(), bump)
     }
 
@@ -610,12 +600,12 @@ fn check_format(engine: &dyn Engine) -> Result<(), EngineError> {
 }
 
 type Bookkeeping = (
-    HashMap<NamespaceId, Vec<PartitionState>>,
-    HashMap<NamespaceId, u32>,
+    FastMap<NamespaceId, Vec<PartitionState>>,
+    FastMap<NamespaceId, u32>,
 );
 
 fn load_bookkeeping(engine: &dyn Engine) -> Result<Bookkeeping, EngineError> {
-    let mut partitions = HashMap::new();
+    let mut partitions = FastMap::default();
     partitions.insert(
         DEFAULT_NAMESPACE,
         vec![PartitionState::default(); usize::from(PARTITIONS)],
@@ -631,7 +621,7 @@ fn load_bookkeeping(engine: &dyn Engine) -> Result<Bookkeeping, EngineError> {
             *slot = state;
         }
     }
-    let mut pending_flush = HashMap::new();
+    let mut pending_flush = FastMap::default();
     for (key, value) in engine.scan(Table::Meta, PENDING_FLUSH_PREFIX, b"", usize::MAX)? {
         let (Some(ns), Ok(deadline)) = (
             key.get(1..5)

@@ -15,7 +15,6 @@
 //! outside the writer see a group only once its batch is in the engine; a client hears
 //! "stored" only after that (and after the fsync, with `SyncPolicy::Always`).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -38,6 +37,7 @@ use crate::ops::{
 use crate::partition::{PartitionState, pending_flush_key, state_key};
 use crate::placement::PARTITIONS;
 use crate::store::{Shared, is_visible, item_from_record};
+use crate::{FastMap, FastSet};
 
 /// Most jobs evaluated into one batch; bounds the latency a single group can add.
 const MAX_GROUP: usize = 512;
@@ -113,10 +113,10 @@ enum Reply {
 struct Group {
     batch: WriteBatch,
     /// Records this group has written or removed (`None`), keyed by engine key.
-    overlay: HashMap<Bytes, Option<Record>>,
+    overlay: FastMap<Bytes, Option<Record>>,
     /// Partitions whose state must be persisted with this group (a raised sequence
     /// ceiling, a flush, a checkpoint).
-    dirty: HashSet<(NamespaceId, PartitionId)>,
+    dirty: FastSet<(NamespaceId, PartitionId)>,
     replies: Vec<Reply>,
     /// Every item change of the group in order (new record, or `None` for a removal),
     /// published to the item cache once the batch is committed.
@@ -133,10 +133,10 @@ pub(crate) struct Writer {
     /// Shut down: every later job is refused.
     closed: bool,
     /// Partitions whose counters changed since their state was last persisted.
-    unpersisted: HashSet<(NamespaceId, PartitionId)>,
+    unpersisted: FastSet<(NamespaceId, PartitionId)>,
     last_checkpoint: Instant,
-    partitions: HashMap<NamespaceId, Vec<PartitionState>>,
-    pending_flush: HashMap<NamespaceId, u32>,
+    partitions: FastMap<NamespaceId, Vec<PartitionState>>,
+    pending_flush: FastMap<NamespaceId, u32>,
     sync_each_group: bool,
     max_value_len: usize,
 }
@@ -145,8 +145,8 @@ impl Writer {
     pub(crate) fn new(
         shared: Arc<Shared>,
         jobs: Receiver<Job>,
-        partitions: HashMap<NamespaceId, Vec<PartitionState>>,
-        pending_flush: HashMap<NamespaceId, u32>,
+        partitions: FastMap<NamespaceId, Vec<PartitionState>>,
+        pending_flush: FastMap<NamespaceId, u32>,
         sync_each_group: bool,
         max_value_len: usize,
     ) -> Self {
@@ -154,7 +154,7 @@ impl Writer {
             shared,
             jobs,
             closed: false,
-            unpersisted: HashSet::new(),
+            unpersisted: FastSet::default(),
             last_checkpoint: Instant::now(),
             partitions,
             pending_flush,
@@ -706,7 +706,7 @@ impl Writer {
         // Before anyone hears back: a client must never read its acknowledged write back
         // stale from the cache.
         for (key, record) in &group.changes {
-            self.shared.cache.update(key, record.as_ref());
+            self.shared.cache.update(key, record.as_deref());
         }
         let stats = &self.shared.stats;
         stats.total_items.fetch_add(group.stored, Ordering::Relaxed);
@@ -817,7 +817,7 @@ fn generated_cas(seq: u64, partition: PartitionId) -> u64 {
 }
 
 fn partition_state<'a>(
-    partitions: &'a mut HashMap<NamespaceId, Vec<PartitionState>>,
+    partitions: &'a mut FastMap<NamespaceId, Vec<PartitionState>>,
     slot: &Slot,
 ) -> &'a mut PartitionState {
     let states = partitions
