@@ -631,3 +631,34 @@ async fn sequence_numbers_survive_a_crash_without_checkpoint() {
         "a sequence number was reused after a crash: {cas} <= {last}"
     );
 }
+
+/// A value too large for the item cache must still be what a read returns: the cache may
+/// not keep serving the record it replaced.
+#[tokio::test]
+async fn a_value_larger_than_the_item_cache_replaces_the_cached_one() {
+    let store = Store::open(
+        Arc::new(MemoryEngine::new()),
+        StoreConfig {
+            item_cache_bytes: 64 * 1024,
+            ..StoreConfig::default()
+        },
+        Clock::manual(T0),
+    )
+    .unwrap();
+    store
+        .store(NS, req("k", "small", StoreMode::Set))
+        .await
+        .unwrap();
+    assert_eq!(value_of(&store, "k").as_deref(), Some("small"));
+    let large = "x".repeat(8 * 1024);
+    store
+        .store(NS, req("k", &large, StoreMode::Set))
+        .await
+        .unwrap();
+    let read = value_of(&store, "k");
+    assert!(
+        read.as_deref() == Some(large.as_str()),
+        "read back {:?} bytes instead of the 8 KiB value",
+        read.map(|v| v.len())
+    );
+}
