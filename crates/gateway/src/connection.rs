@@ -1,5 +1,7 @@
 //! One client connection: read, decode, execute, reply, in order.
 
+use std::future::Future;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -85,12 +87,17 @@ impl Connection {
     }
 
     async fn serve(&mut self) -> Result<(), Disconnected> {
+        // One wait for the shutdown signal for the whole connection, polled between
+        // requests: registering a fresh waiter before every read cost more than parsing
+        // the request.
+        let mut shutdown = self.shutdown.clone();
+        let mut closing = pin!(shutdown.wait_for(|stop| *stop));
         loop {
             if self.process_buffered().await? == Flow::Close {
                 return self.flush().await;
             }
             self.flush().await?;
-            match self.read_more().await {
+            match self.read_more(closing.as_mut()).await {
                 ReadOutcome::Data => {}
                 ReadOutcome::Closed => return Ok(()),
             }
@@ -223,8 +230,14 @@ impl Connection {
         Ok(())
     }
 
-    async fn read_more(&mut self) -> ReadOutcome {
-        if *self.shutdown.borrow() {
+    /// Reads what the client sent next, unless `closing` (the shutdown signal) resolves
+    /// first. The read is polled first: the signal costs a poll only when there is
+    /// nothing to read.
+    async fn read_more<F: Future>(&mut self, closing: Pin<&mut F>) -> ReadOutcome {
+        // A client that keeps the socket full would otherwise never see `closing`. The
+        // signal only ever changes to true, and a closed sender means the workers are
+        // going away: either way, stop.
+        if self.shutdown.has_changed().unwrap_or(true) {
             return ReadOutcome::Closed;
         }
         self.input.reserve(READ_CHUNK);
@@ -238,8 +251,9 @@ impl Connection {
             }
         };
         let result = tokio::select! {
+            biased;
             result = read => result,
-            _ = self.shutdown.wait_for(|stop| *stop) => return ReadOutcome::Closed,
+            _ = closing => return ReadOutcome::Closed,
         };
         match result {
             None => {
