@@ -1,16 +1,14 @@
 //! One client connection: read, decode, execute, reply, in order.
 
-use std::future::Future;
-use std::pin::{Pin, pin};
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use murakumo_protocol::{AfterError, BINARY_REQUEST_MAGIC, Decoded, ascii, binary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use crate::Gateway;
+use crate::closing::Closing;
 use crate::stats::bump;
 
 /// Initial read buffer; it grows only as far as one maximal frame needs.
@@ -42,7 +40,6 @@ pub(crate) enum Flow {
 pub(crate) struct Connection {
     stream: TcpStream,
     pub(crate) gateway: Arc<Gateway>,
-    shutdown: watch::Receiver<bool>,
     input: BytesMut,
     pub(crate) out: BytesMut,
     /// Bytes of a rejected data block still to discard.
@@ -57,16 +54,11 @@ pub(crate) struct Connection {
 pub(crate) struct Disconnected;
 
 impl Connection {
-    pub(crate) fn new(
-        stream: TcpStream,
-        gateway: Arc<Gateway>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Self {
+    pub(crate) fn new(stream: TcpStream, gateway: Arc<Gateway>) -> Self {
         let authenticated = gateway.config.sasl_users.is_none();
         Self {
             stream,
             gateway,
-            shutdown,
             input: BytesMut::with_capacity(READ_CHUNK),
             out: BytesMut::with_capacity(READ_CHUNK),
             swallow: 0,
@@ -75,29 +67,26 @@ impl Connection {
         }
     }
 
-    pub(crate) async fn run(mut self) {
+    /// Serves the client until it leaves, a limit or a framing error ends the connection,
+    /// or `closing` resolves (shutdown: the request in progress is finished first).
+    pub(crate) async fn run(mut self, mut closing: Closing) {
         let stats = &self.gateway.stats;
         bump(&stats.total_connections);
         stats.curr_connections.add(1);
-        if let Err(Disconnected) = self.serve().await {
+        if let Err(Disconnected) = self.serve(&mut closing).await {
             tracing::debug!("client went away mid-reply");
         }
         let _ = self.stream.shutdown().await;
         self.gateway.stats.curr_connections.sub(1);
     }
 
-    async fn serve(&mut self) -> Result<(), Disconnected> {
-        // One wait for the shutdown signal for the whole connection, polled between
-        // requests: registering a fresh waiter before every read cost more than parsing
-        // the request.
-        let mut shutdown = self.shutdown.clone();
-        let mut closing = pin!(shutdown.wait_for(|stop| *stop));
+    async fn serve(&mut self, closing: &mut Closing) -> Result<(), Disconnected> {
         loop {
             if self.process_buffered().await? == Flow::Close {
                 return self.flush().await;
             }
             self.flush().await?;
-            match self.read_more(closing.as_mut()).await {
+            match self.read_more(closing).await {
                 ReadOutcome::Data => {}
                 ReadOutcome::Closed => return Ok(()),
             }
@@ -231,13 +220,10 @@ impl Connection {
     }
 
     /// Reads what the client sent next, unless `closing` (the shutdown signal) resolves
-    /// first. The read is polled first: the signal costs a poll only when there is
-    /// nothing to read.
-    async fn read_more<F: Future>(&mut self, closing: Pin<&mut F>) -> ReadOutcome {
-        // A client that keeps the socket full would otherwise never see `closing`. The
-        // signal only ever changes to true, and a closed sender means the workers are
-        // going away: either way, stop.
-        if self.shutdown.has_changed().unwrap_or(true) {
+    /// first. The read is polled first, so the signal costs a poll only when there is
+    /// nothing to read; the check before it is for a client that keeps the socket full.
+    async fn read_more(&mut self, closing: &mut Closing) -> ReadOutcome {
+        if closing.is_closed() {
             return ReadOutcome::Closed;
         }
         self.input.reserve(READ_CHUNK);
@@ -253,7 +239,7 @@ impl Connection {
         let result = tokio::select! {
             biased;
             result = read => result,
-            _ = closing => return ReadOutcome::Closed,
+            () = closing => return ReadOutcome::Closed,
         };
         match result {
             None => {

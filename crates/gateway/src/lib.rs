@@ -16,6 +16,7 @@
 
 mod ascii;
 mod binary;
+mod closing;
 mod config;
 mod connection;
 mod counted;

@@ -65,9 +65,9 @@ pub async fn serve(
             }
         };
         let gateway = Arc::clone(&gateway);
-        workers.spawn(|shutdown| async move {
+        workers.spawn(|closing| async move {
             match tokio::net::TcpStream::from_std(stream) {
-                Ok(stream) => Connection::new(stream, gateway, shutdown).run().await,
+                Ok(stream) => Connection::new(stream, gateway).run(closing).await,
                 Err(err) => {
                     tracing::warn!(error = %err, %peer, "could not register the connection");
                 }

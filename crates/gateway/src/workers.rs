@@ -4,11 +4,14 @@
 use std::future::Future;
 use std::io;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use tokio::runtime::{Builder, Handle};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
+
+use crate::closing::{CloseSignal, Closing};
 
 /// A fixed set of threads, each running its own event loop, that connections are dealt
 /// to round-robin and stay on for their whole life.
@@ -27,10 +30,9 @@ use tokio::sync::{oneshot, watch};
 #[derive(Debug)]
 pub struct ConnectionWorkers {
     handles: Vec<Handle>,
-    /// Per thread, the signal its connections watch to finish up. One per thread, so
-    /// that the waiter lists they register in between requests are never shared across
-    /// cores.
-    closing: Vec<watch::Sender<bool>>,
+    /// Per thread, the signal its connections wait on to finish up. One per thread, so
+    /// that no waiter list is shared across cores.
+    closing: Vec<Arc<CloseSignal>>,
     next: AtomicUsize,
     /// Dropping a sender lets its worker thread leave its loop.
     stops: Vec<oneshot::Sender<()>>,
@@ -51,7 +53,7 @@ impl ConnectionWorkers {
             let runtime = Builder::new_current_thread().enable_all().build()?;
             let (stop, stopped) = oneshot::channel::<()>();
             workers.handles.push(runtime.handle().clone());
-            workers.closing.push(watch::Sender::new(false));
+            workers.closing.push(Arc::default());
             workers.stops.push(stop);
             let thread = std::thread::Builder::new()
                 .name(format!("murakumo-conn-{index}"))
@@ -76,21 +78,21 @@ impl ConnectionWorkers {
         self.handles.is_empty()
     }
 
-    /// Runs the task that `make` builds on the next worker in turn. `make` gets the
-    /// signal that turns true when [`close_connections`](Self::close_connections) is
-    /// called.
-    pub(crate) fn spawn<F>(&self, make: impl FnOnce(watch::Receiver<bool>) -> F)
+    /// Runs the task that `make` builds on the next worker in turn. `make` gets a future
+    /// that resolves when [`close_connections`](Self::close_connections) is called.
+    pub(crate) fn spawn<F>(&self, make: impl FnOnce(Closing) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        drop(self.handles[index].spawn(make(self.closing[index].subscribe())));
+        let closing = Closing::new(Arc::clone(&self.closing[index]));
+        drop(self.handles[index].spawn(make(closing)));
     }
 
     /// Tells every task to finish what it is doing and end.
     pub(crate) fn close_connections(&self) {
         for closing in &self.closing {
-            closing.send_replace(true);
+            closing.close();
         }
     }
 }
