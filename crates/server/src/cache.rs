@@ -23,6 +23,7 @@ pub(crate) enum Lookup {
 /// Proof of which shard state a reader saw before it went to the engine.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FillToken {
+    hash: u64,
     shard: usize,
     generation: u64,
 }
@@ -152,6 +153,12 @@ impl Shard {
     }
 }
 
+/// The hash of an engine key, computed once per read and shared by the item cache and the
+/// access marks.
+pub(crate) fn key_hash(engine_key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(engine_key)
+}
+
 impl ItemCache {
     /// A cache holding at most about `capacity` bytes (0 disables it).
     pub(crate) fn new(capacity: usize) -> Self {
@@ -163,26 +170,29 @@ impl ItemCache {
         }
     }
 
-    fn locate(key: &[u8]) -> (u64, usize) {
-        let hash = xxhash_rust::xxh3::xxh3_64(key);
+    fn shard_of(hash: u64) -> usize {
         // The table uses the low bits; the shard takes the high ones.
-        (hash, (hash >> 58) as usize % SHARDS)
+        (hash >> 58) as usize % SHARDS
     }
 
     /// The cached record of `key`, if any. For the writer, which is the only updater, so
     /// a cached record is exactly the committed one.
     pub(crate) fn peek(&self, key: &[u8]) -> Option<Bytes> {
-        let (hash, shard) = Self::locate(key);
-        self.shards[shard].lock().find(hash, key).map(Entry::record)
+        let hash = key_hash(key);
+        self.shards[Self::shard_of(hash)]
+            .lock()
+            .find(hash, key)
+            .map(Entry::record)
     }
 
-    /// Looks a key up.
-    pub(crate) fn get(&self, key: &[u8]) -> Lookup {
-        let (hash, shard) = Self::locate(key);
+    /// Looks up `key`, whose [`key_hash`] the caller has already computed.
+    pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Lookup {
+        let shard = Self::shard_of(hash);
         let guard = self.shards[shard].lock();
         match guard.find(hash, key) {
             Some(entry) => Lookup::Hit(entry.record()),
             None => Lookup::Miss(FillToken {
+                hash,
                 shard,
                 generation: guard.generation,
             }),
@@ -194,16 +204,16 @@ impl ItemCache {
         if self.shard_capacity == 0 {
             return;
         }
-        let (hash, _) = Self::locate(key);
         let mut shard = self.shards[token.shard].lock();
         if shard.generation == token.generation {
-            shard.insert(Entry::new(hash, key, record), self.shard_capacity);
+            shard.insert(Entry::new(token.hash, key, record), self.shard_capacity);
         }
     }
 
     /// The writer's record of a committed change: the new record, or `None` for a removal.
     pub(crate) fn update(&self, key: &[u8], record: Option<&[u8]>) {
-        let (hash, shard) = Self::locate(key);
+        let hash = key_hash(key);
+        let shard = Self::shard_of(hash);
         // Built before taking the lock, so readers of the shard wait for no copying.
         let entry = record
             .filter(|_| self.shard_capacity > 0)
@@ -224,21 +234,21 @@ mod tests {
     #[test]
     fn fill_then_hit_and_writer_updates_win() {
         let cache = ItemCache::new(1 << 20);
-        let Lookup::Miss(token) = cache.get(b"k") else {
+        let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k") else {
             panic!()
         };
         cache.fill(token, b"k", b"v1");
-        assert!(matches!(cache.get(b"k"), Lookup::Hit(r) if r == "v1"));
+        assert!(matches!(cache.get(key_hash(b"k"), b"k"), Lookup::Hit(r) if r == "v1"));
         cache.update(b"k", Some(b"v2"));
-        assert!(matches!(cache.get(b"k"), Lookup::Hit(r) if r == "v2"));
+        assert!(matches!(cache.get(key_hash(b"k"), b"k"), Lookup::Hit(r) if r == "v2"));
         cache.update(b"k", None);
-        assert!(matches!(cache.get(b"k"), Lookup::Miss(_)));
+        assert!(matches!(cache.get(key_hash(b"k"), b"k"), Lookup::Miss(_)));
     }
 
     #[test]
     fn a_fill_that_raced_a_write_is_refused() {
         let cache = ItemCache::new(1 << 20);
-        let Lookup::Miss(token) = cache.get(b"k") else {
+        let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k") else {
             panic!()
         };
         // The writer commits (and then evicts, or deletes) while the reader holds an old
@@ -247,7 +257,7 @@ mod tests {
         cache.update(b"k", None);
         cache.fill(token, b"k", b"old");
         assert!(
-            matches!(cache.get(b"k"), Lookup::Miss(_)),
+            matches!(cache.get(key_hash(b"k"), b"k"), Lookup::Miss(_)),
             "a stale read must not be cached"
         );
     }
@@ -273,7 +283,7 @@ mod tests {
         cache.update(b"k", Some(b"small"));
         cache.update(b"k", Some(&[7u8; 4096]));
         assert!(
-            matches!(cache.get(b"k"), Lookup::Miss(_)),
+            matches!(cache.get(key_hash(b"k"), b"k"), Lookup::Miss(_)),
             "the old record must not be served after a write the cache cannot hold"
         );
     }
@@ -282,10 +292,10 @@ mod tests {
     fn a_zero_capacity_cache_stores_nothing() {
         let cache = ItemCache::new(0);
         cache.update(b"k", Some(b"v"));
-        let Lookup::Miss(token) = cache.get(b"k") else {
+        let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k") else {
             panic!()
         };
         cache.fill(token, b"k", b"v");
-        assert!(matches!(cache.get(b"k"), Lookup::Miss(_)));
+        assert!(matches!(cache.get(key_hash(b"k"), b"k"), Lookup::Miss(_)));
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::FastMap;
 use crate::access::{AccessInfo, AccessTracker};
-use crate::cache::{ItemCache, Lookup};
+use crate::cache::{ItemCache, Lookup, key_hash};
 use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::expiry::is_expired;
@@ -332,7 +332,8 @@ impl Store {
         };
         let partition = partition_of(namespace, key);
         let engine_key = item_key(namespace, partition, key);
-        let raw = match self.shared.cache.get(&engine_key) {
+        let key_hash = key_hash(&engine_key);
+        let raw = match self.shared.cache.get(key_hash, &engine_key) {
             Lookup::Hit(raw) => raw,
             Lookup::Miss(token) => match self.shared.engine.get(Table::Items, &engine_key) {
                 Ok(Some(raw)) => {
@@ -350,7 +351,7 @@ impl Store {
             return Ok(None);
         }
         let item = item_from_record(record);
-        let access = self.observe(&engine_key, &item, now, bump);
+        let access = self.observe(key_hash, &item, now, bump);
         Ok(Some((item, access)))
     }
 
@@ -364,11 +365,10 @@ impl Store {
         bump: bool,
     ) -> AccessInfo {
         let engine_key = item_key(namespace, partition_of(namespace, key), key);
-        self.observe(&engine_key, item, self.shared.clock.now(), bump)
+        self.observe(key_hash(&engine_key), item, self.shared.clock.now(), bump)
     }
 
-    fn observe(&self, engine_key: &[u8], item: &Item, now: u32, bump: bool) -> AccessInfo {
-        let key_hash = xxhash_rust::xxh3::xxh3_64(engine_key);
+    fn observe(&self, key_hash: u64, item: &Item, now: u32, bump: bool) -> AccessInfo {
         self.shared
             .access
             .observe(key_hash, item.seq, item.written_at, now, bump)

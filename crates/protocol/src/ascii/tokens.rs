@@ -106,9 +106,17 @@ impl<'a> Tokens<'a> {
             .is_some_and(|t| t == b"noreply")
     }
 
-    /// Every token from index `from` on, however many there are.
+    /// Every token from index `from` on, however many there are. The line is split again
+    /// only when it had more tokens than were kept.
     pub(crate) fn all_from(&self, from: usize) -> impl Iterator<Item = &'a [u8]> {
-        split(self.line).skip(from)
+        let all_kept = self.total == self.kept_len;
+        let kept: &[&'a [u8]] = if all_kept {
+            &self.kept[from.min(self.kept_len)..self.kept_len]
+        } else {
+            &[]
+        };
+        let resplit = (!all_kept).then(|| split(self.line).skip(from));
+        kept.iter().copied().chain(resplit.into_iter().flatten())
     }
 }
 
@@ -251,6 +259,14 @@ mod tests {
         assert_eq!(t.len(), 30);
         assert_eq!(t.get(MAX_TOKENS), None);
         assert_eq!(t.all_from(1).count(), 29);
+        assert_eq!(t.all_from(25).count(), 5);
+        let short = Tokens::new(b"get a  b");
+        assert_eq!(
+            short.all_from(1).collect::<Vec<_>>(),
+            [&b"a"[..], &b"b"[..]]
+        );
+        assert_eq!(short.all_from(3).count(), 0);
+        assert_eq!(short.all_from(7).count(), 0);
     }
 
     #[test]
