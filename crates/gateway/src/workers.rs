@@ -24,9 +24,12 @@ use crate::closing::{CloseSignal, Closing};
 /// threads with an event loop each) has no such cost, so we use it.
 ///
 /// The trade is the one memcached makes: a request that blocks its thread (a read that
-/// misses every cache and goes to disk) delays the other connections of that thread, and
-/// no other thread picks them up. The store keeps such reads rare (item cache, engine
-/// block cache, the OS page cache).
+/// misses every cache and goes to disk), or the OS descheduling the thread, delays the
+/// other connections of that thread, and no other thread picks them up. The store keeps
+/// such reads rare (item cache, engine block cache, the OS page cache). Measured with
+/// `murakumo bench` at 50 connections, pipeline 1, on 2 cores shared with the client:
+/// +7% throughput and a third lower median latency than the work-stealing runtime, with
+/// the get p99 going from 0.85 ms to about 1.7 ms (memcached: 1.9 ms).
 #[derive(Debug)]
 pub struct ConnectionWorkers {
     handles: Vec<Handle>,
