@@ -201,18 +201,28 @@ impl Connection {
             return Ok(());
         }
         let written = self.out.len() as u64;
-        let write = self.stream.write_all(&self.out);
-        // A client that stops reading holds its connection only as long as an idle one
-        // may: the write is abandoned and the connection closed after the idle timeout.
-        match self.gateway.config.idle_timeout {
-            Some(limit) => {
-                let Ok(result) = tokio::time::timeout(limit, write).await else {
-                    bump(&self.gateway.stats.idle_kicks);
-                    return Err(Disconnected);
-                };
-                result.map_err(|_| Disconnected)?;
+        // Usually the socket takes the whole reply at once: try that without the future
+        // (and timer) machinery, and wait only for what it did not take.
+        match self.stream.try_write(&self.out) {
+            Ok(n) => self.out.advance(n),
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(Disconnected),
+        }
+        if !self.out.is_empty() {
+            let write = self.stream.write_all(&self.out);
+            // A client that stops reading holds its connection only as long as an idle
+            // one may: the write is abandoned and the connection closed after the idle
+            // timeout.
+            match self.gateway.config.idle_timeout {
+                Some(limit) => {
+                    let Ok(result) = tokio::time::timeout(limit, write).await else {
+                        bump(&self.gateway.stats.idle_kicks);
+                        return Err(Disconnected);
+                    };
+                    result.map_err(|_| Disconnected)?;
+                }
+                None => write.await.map_err(|_| Disconnected)?,
             }
-            None => write.await.map_err(|_| Disconnected)?,
         }
         self.out.clear();
         self.gateway.stats.bytes_written.add(written);
