@@ -14,8 +14,12 @@ const ENTRY_OVERHEAD: usize = 48;
 /// What a lookup found.
 #[derive(Debug)]
 pub(crate) enum Lookup {
-    /// The record as last committed.
-    Hit(Bytes),
+    /// The record as last committed, and when it was fetched before this lookup (if it
+    /// was, since it entered the cache).
+    Hit {
+        record: Bytes,
+        previous_fetch: Option<u32>,
+    },
     /// Not cached; pass the token to [`ItemCache::fill`] after reading the engine.
     Miss(FillToken),
 }
@@ -70,6 +74,9 @@ struct Entry {
     hash: u64,
     key_len: usize,
     block: Arc<[u8]>,
+    /// When this version of the item was last fetched (meta `h`, `l`; see `access`).
+    /// It lives in the table slot, which a lookup has just read anyway.
+    last_fetch: Option<u32>,
 }
 
 impl Entry {
@@ -81,6 +88,7 @@ impl Entry {
             hash,
             key_len: key.len(),
             block: block.into(),
+            last_fetch: None,
         }
     }
 
@@ -117,6 +125,11 @@ impl Shard {
     fn find(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
         self.entries
             .find(hash, |e| e.hash == hash && e.key() == key)
+    }
+
+    fn find_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut Entry> {
+        self.entries
+            .find_mut(hash, |e| e.hash == hash && e.key() == key)
     }
 
     fn remove(&mut self, hash: u64, key: &[u8]) {
@@ -185,12 +198,22 @@ impl ItemCache {
             .map(Entry::record)
     }
 
-    /// Looks up `key`, whose [`key_hash`] the caller has already computed.
-    pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Lookup {
+    /// Looks up `key`, whose [`key_hash`] the caller has already computed, and records a
+    /// fetch at `fetched_at` unless that is `None` (meta `u`).
+    pub(crate) fn get(&self, hash: u64, key: &[u8], fetched_at: Option<u32>) -> Lookup {
         let shard = Self::shard_of(hash);
-        let guard = self.shards[shard].lock();
-        match guard.find(hash, key) {
-            Some(entry) => Lookup::Hit(entry.record()),
+        let mut guard = self.shards[shard].lock();
+        match guard.find_mut(hash, key) {
+            Some(entry) => {
+                let previous_fetch = entry.last_fetch;
+                if fetched_at.is_some() {
+                    entry.last_fetch = fetched_at;
+                }
+                Lookup::Hit {
+                    record: entry.record(),
+                    previous_fetch,
+                }
+            }
             None => Lookup::Miss(FillToken {
                 hash,
                 shard,
@@ -199,15 +222,49 @@ impl ItemCache {
         }
     }
 
-    /// Offers a record a reader found in the engine; see the type's documentation.
-    pub(crate) fn fill(&self, token: FillToken, key: &[u8], record: &[u8]) {
+    /// Offers a record a reader found in the engine, fetched at `fetched_at` (if it
+    /// counts as a fetch); see the type's documentation.
+    pub(crate) fn fill(
+        &self,
+        token: FillToken,
+        key: &[u8],
+        record: &[u8],
+        fetched_at: Option<u32>,
+    ) {
         if self.shard_capacity == 0 {
             return;
         }
+        let mut entry = Entry::new(token.hash, key, record);
+        entry.last_fetch = fetched_at;
         let mut shard = self.shards[token.shard].lock();
         if shard.generation == token.generation {
-            shard.insert(Entry::new(token.hash, key, record), self.shard_capacity);
+            shard.insert(entry, self.shard_capacity);
         }
+    }
+
+    /// Records a fetch of the item version `seq` that the writer returned (touch, gat,
+    /// meta get with updates), and says when it was fetched before. `None` if that version
+    /// is not cached, which reads as "not fetched".
+    pub(crate) fn record_fetch(
+        &self,
+        key: &[u8],
+        seq: u64,
+        fetched_at: Option<u32>,
+    ) -> Option<u32> {
+        let hash = key_hash(key);
+        let mut shard = self.shards[Self::shard_of(hash)].lock();
+        let entry = shard.find_mut(hash, key)?;
+        let cached_seq = murakumo_engine::record::decode_header(&entry.block[entry.key_len..])
+            .ok()?
+            .seq;
+        if cached_seq != seq {
+            return None;
+        }
+        let previous_fetch = entry.last_fetch;
+        if fetched_at.is_some() {
+            entry.last_fetch = fetched_at;
+        }
+        previous_fetch
     }
 
     /// The writer's record of a committed change: the new record, or `None` for a removal.
@@ -234,30 +291,37 @@ mod tests {
     #[test]
     fn fill_then_hit_and_writer_updates_win() {
         let cache = ItemCache::new(1 << 20);
-        let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k") else {
+        let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k", None) else {
             panic!()
         };
-        cache.fill(token, b"k", b"v1");
-        assert!(matches!(cache.get(key_hash(b"k"), b"k"), Lookup::Hit(r) if r == "v1"));
+        cache.fill(token, b"k", b"v1", None);
+        assert!(
+            matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Hit { record: r, .. } if r == "v1")
+        );
         cache.update(b"k", Some(b"v2"));
-        assert!(matches!(cache.get(key_hash(b"k"), b"k"), Lookup::Hit(r) if r == "v2"));
+        assert!(
+            matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Hit { record: r, .. } if r == "v2")
+        );
         cache.update(b"k", None);
-        assert!(matches!(cache.get(key_hash(b"k"), b"k"), Lookup::Miss(_)));
+        assert!(matches!(
+            cache.get(key_hash(b"k"), b"k", None),
+            Lookup::Miss(_)
+        ));
     }
 
     #[test]
     fn a_fill_that_raced_a_write_is_refused() {
         let cache = ItemCache::new(1 << 20);
-        let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k") else {
+        let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k", None) else {
             panic!()
         };
         // The writer commits (and then evicts, or deletes) while the reader holds an old
         // value from the engine.
         cache.update(b"k", Some(b"new"));
         cache.update(b"k", None);
-        cache.fill(token, b"k", b"old");
+        cache.fill(token, b"k", b"old", None);
         assert!(
-            matches!(cache.get(key_hash(b"k"), b"k"), Lookup::Miss(_)),
+            matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Miss(_)),
             "a stale read must not be cached"
         );
     }
@@ -283,19 +347,62 @@ mod tests {
         cache.update(b"k", Some(b"small"));
         cache.update(b"k", Some(&[7u8; 4096]));
         assert!(
-            matches!(cache.get(key_hash(b"k"), b"k"), Lookup::Miss(_)),
+            matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Miss(_)),
             "the old record must not be served after a write the cache cannot hold"
         );
+    }
+
+    fn record_with_seq(seq: u64) -> Bytes {
+        use murakumo_engine::record::{ItemHeader, Record};
+        Record {
+            header: ItemHeader {
+                seq,
+                ..ItemHeader::default()
+            },
+            value: Bytes::from_static(b"v"),
+        }
+        .encode()
+    }
+
+    fn previous_fetch(cache: &ItemCache, fetched_at: Option<u32>) -> Option<u32> {
+        match cache.get(key_hash(b"k"), b"k", fetched_at) {
+            Lookup::Hit { previous_fetch, .. } => previous_fetch,
+            Lookup::Miss(_) => panic!("k should be cached"),
+        }
+    }
+
+    #[test]
+    fn fetch_marks_follow_memcached() {
+        let cache = ItemCache::new(1 << 20);
+        let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k", Some(100)) else {
+            panic!()
+        };
+        // Read from the engine at 100: that fetch is the first.
+        cache.fill(token, b"k", &record_with_seq(1), Some(100));
+        assert_eq!(previous_fetch(&cache, Some(105)), Some(100));
+        // Meta `u`: reported, not recorded.
+        assert_eq!(previous_fetch(&cache, None), Some(105));
+        assert_eq!(previous_fetch(&cache, Some(110)), Some(105));
+        // A new version of the item starts over.
+        cache.update(b"k", Some(&record_with_seq(2)));
+        assert_eq!(previous_fetch(&cache, Some(120)), None);
+        // A fetch through the writer counts for the version it returned, and only that.
+        assert_eq!(cache.record_fetch(b"k", 2, Some(125)), Some(120));
+        assert_eq!(cache.record_fetch(b"k", 1, Some(126)), None);
+        assert_eq!(previous_fetch(&cache, None), Some(125));
     }
 
     #[test]
     fn a_zero_capacity_cache_stores_nothing() {
         let cache = ItemCache::new(0);
         cache.update(b"k", Some(b"v"));
-        let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k") else {
+        let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k", None) else {
             panic!()
         };
-        cache.fill(token, b"k", b"v");
-        assert!(matches!(cache.get(key_hash(b"k"), b"k"), Lookup::Miss(_)));
+        cache.fill(token, b"k", b"v", None);
+        assert!(matches!(
+            cache.get(key_hash(b"k"), b"k", None),
+            Lookup::Miss(_)
+        ));
     }
 }

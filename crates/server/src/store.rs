@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::FastMap;
-use crate::access::{AccessInfo, AccessTracker};
+use crate::access::AccessInfo;
 use crate::cache::{ItemCache, Lookup, key_hash};
 use crate::clock::Clock;
 use crate::error::StoreError;
@@ -141,7 +141,6 @@ pub(crate) struct Shared {
     /// Why the store went out of service. Set once, never cleared; a lock-free read,
     /// because every request checks it.
     failure: OnceLock<String>,
-    access: AccessTracker,
     pub(crate) cache: ItemCache,
     /// Bumped after every committed group, so the syncer knows when there is work.
     pub(crate) writes_committed: AtomicU64,
@@ -254,7 +253,6 @@ impl Store {
             stats: StoreStats::default(),
             flushed,
             failure: OnceLock::new(),
-            access: AccessTracker::new(),
             cache: ItemCache::new(config.item_cache_bytes),
             writes_committed: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -332,27 +330,36 @@ impl Store {
         };
         let partition = partition_of(namespace, key);
         let engine_key = item_key(namespace, partition, key);
-        let key_hash = key_hash(&engine_key);
-        let raw = match self.shared.cache.get(key_hash, &engine_key) {
-            Lookup::Hit(raw) => raw,
-            Lookup::Miss(token) => match self.shared.engine.get(Table::Items, &engine_key) {
-                Ok(Some(raw)) => {
-                    self.shared.cache.fill(token, &engine_key, &raw);
-                    raw
-                }
-                Ok(None) => return Ok(None),
-                Err(err) => return Err(self.failed(&err)),
-            },
-        };
+        let now = self.shared.clock.now();
+        // An expired or flushed record is marked too; it is never served, and its next
+        // version starts unmarked.
+        let fetched_at = bump.then_some(now);
+        let (raw, previous_fetch) =
+            match self
+                .shared
+                .cache
+                .get(key_hash(&engine_key), &engine_key, fetched_at)
+            {
+                Lookup::Hit {
+                    record,
+                    previous_fetch,
+                } => (record, previous_fetch),
+                Lookup::Miss(token) => match self.shared.engine.get(Table::Items, &engine_key) {
+                    Ok(Some(raw)) => {
+                        self.shared.cache.fill(token, &engine_key, &raw, fetched_at);
+                        (raw, None)
+                    }
+                    Ok(None) => return Ok(None),
+                    Err(err) => return Err(self.failed(&err)),
+                },
+            };
         let record = Record::decode(&raw).map_err(|e| self.failed(&e.into()))?;
         let flushed_seq = flushed[usize::from(partition)].load(Ordering::Acquire);
-        let now = self.shared.clock.now();
         if !is_visible(&record.header, now, flushed_seq) {
             return Ok(None);
         }
-        let item = item_from_record(record);
-        let access = self.observe(key_hash, &item, now, bump);
-        Ok(Some((item, access)))
+        let access = AccessInfo::new(previous_fetch, record.header.written_at);
+        Ok(Some((item_from_record(record), access)))
     }
 
     /// Records a fetch of `item` (returned by [`fetch`](Self::fetch) or
@@ -365,13 +372,12 @@ impl Store {
         bump: bool,
     ) -> AccessInfo {
         let engine_key = item_key(namespace, partition_of(namespace, key), key);
-        self.observe(key_hash(&engine_key), item, self.shared.clock.now(), bump)
-    }
-
-    fn observe(&self, key_hash: u64, item: &Item, now: u32, bump: bool) -> AccessInfo {
-        self.shared
-            .access
-            .observe(key_hash, item.seq, item.written_at, now, bump)
+        let fetched_at = bump.then(|| self.shared.clock.now());
+        let previous_fetch = self
+            .shared
+            .cache
+            .record_fetch(&engine_key, item.seq, fetched_at);
+        AccessInfo::new(previous_fetch, item.written_at)
     }
 
     fn failed(&self, err: &EngineError) -> StoreError {
