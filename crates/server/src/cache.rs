@@ -46,7 +46,8 @@ pub(crate) struct FillToken {
 ///   So a value read before a concurrent commit can never be cached after it.
 ///
 /// Layout: each entry is one allocation holding the key and then the record, and the
-/// table slot keeps the full hash beside it. A hit therefore touches the slot and one
+/// table slot keeps the full hash and the fetch mark (meta `h`/`l`) beside it. A hit
+/// therefore touches the slot and one
 /// heap block (whose first line holds the reference count, the key and the record
 /// header), instead of separate blocks for key, record and their reference counts: on a
 /// large cache every one of those is a cache miss, and they dominated the cost of a get.
