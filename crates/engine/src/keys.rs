@@ -5,7 +5,8 @@
 //! range, so that copying or dropping a partition (rebalancing, catch-up, backup) is a prefix
 //! scan, and so that the expiry sweep can walk one partition at a time.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 
 /// Numeric id of a namespace; the cluster map assigns them, `default` is 0.
 pub type NamespaceId = u32;
@@ -33,7 +34,10 @@ pub struct ItemKey {
 impl ItemKey {
     /// Encodes the key as stored in the engine.
     pub fn encode(&self) -> Bytes {
-        item_key(self.namespace, self.partition, &self.user_key).into()
+        let mut key = BytesMut::with_capacity(PARTITION_PREFIX_LEN + self.user_key.len());
+        key.extend_from_slice(&partition_prefix(self.namespace, self.partition));
+        key.extend_from_slice(&self.user_key);
+        key.freeze()
     }
 
     /// Decodes an engine key; `None` if it is too short to carry the prefix.
@@ -51,13 +55,26 @@ impl ItemKey {
     }
 }
 
+/// An engine key built for a lookup. Keys of typical length stay on the stack.
+pub type LookupKey = SmallVec<[u8; 64]>;
+
 /// The engine key of `user_key`, built straight from borrowed parts: the read path needs
-/// it only for lookups, so it should cost one allocation and no reference counting.
-pub fn item_key(namespace: NamespaceId, partition: PartitionId, user_key: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(PARTITION_PREFIX_LEN + user_key.len());
-    key.extend_from_slice(&partition_prefix(namespace, partition));
+/// it only for the length of one lookup, so it should not cost an allocation or reference
+/// counting.
+pub fn item_key(namespace: NamespaceId, partition: PartitionId, user_key: &[u8]) -> LookupKey {
+    let len = PARTITION_PREFIX_LEN + user_key.len();
+    let prefix = partition_prefix(namespace, partition);
+    let mut inline = [0u8; 64];
+    if let Some(rest) = inline.get_mut(PARTITION_PREFIX_LEN..len) {
+        // Filled in place: SmallVec's generic extend was most of this function's cost.
+        rest.copy_from_slice(user_key);
+        inline[..PARTITION_PREFIX_LEN].copy_from_slice(&prefix);
+        return LookupKey::from_buf_and_len(inline, len);
+    }
+    let mut key = Vec::with_capacity(len);
+    key.extend_from_slice(&prefix);
     key.extend_from_slice(user_key);
-    key
+    LookupKey::from_vec(key)
 }
 
 /// The prefix shared by every key of one partition.

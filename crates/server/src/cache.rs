@@ -17,7 +17,7 @@ pub(crate) enum Lookup {
     /// The record as last committed, and when it was fetched before this lookup (if it
     /// was, since it entered the cache).
     Hit {
-        record: Bytes,
+        record: CachedRecord,
         previous_fetch: Option<u32>,
     },
     /// Not cached; pass the token to [`ItemCache::fill`] after reading the engine.
@@ -102,23 +102,38 @@ impl Entry {
     }
 
     /// The record, sharing the block.
-    fn record(&self) -> Bytes {
-        Bytes::from_owner(RecordOf {
+    fn record(&self) -> CachedRecord {
+        CachedRecord {
             block: Arc::clone(&self.block),
             start: self.key_len,
-        })
+        }
     }
 }
 
-/// The record part of an entry's block, as an owner for [`Bytes`].
-struct RecordOf {
+/// A cached record, sharing its entry's block.
+///
+/// Handing out the block itself (one reference count) rather than a [`Bytes`] keeps a get
+/// hit free of allocations: a `Bytes` over an `Arc` needs a boxed owner. Callers that must
+/// keep the record as `Bytes` pay for that conversion with [`to_bytes`](Self::to_bytes).
+#[derive(Debug, Clone)]
+pub(crate) struct CachedRecord {
     block: Arc<[u8]>,
     start: usize,
 }
 
-impl AsRef<[u8]> for RecordOf {
-    fn as_ref(&self) -> &[u8] {
+impl CachedRecord {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.block[self.start..]
+    }
+
+    pub(crate) fn to_bytes(&self) -> Bytes {
+        Bytes::from_owner(self.clone())
+    }
+}
+
+impl AsRef<[u8]> for CachedRecord {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
     }
 }
 
@@ -196,7 +211,7 @@ impl ItemCache {
         self.shards[Self::shard_of(hash)]
             .lock()
             .find(hash, key)
-            .map(Entry::record)
+            .map(|entry| entry.record().to_bytes())
     }
 
     /// Looks up `key`, whose [`key_hash`] the caller has already computed, and records a
@@ -297,11 +312,11 @@ mod tests {
         };
         cache.fill(token, b"k", b"v1", None);
         assert!(
-            matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Hit { record: r, .. } if r == "v1")
+            matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Hit { record: r, .. } if r.as_bytes() == b"v1")
         );
         cache.update(b"k", Some(b"v2"));
         assert!(
-            matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Hit { record: r, .. } if r == "v2")
+            matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Hit { record: r, .. } if r.as_bytes() == b"v2")
         );
         cache.update(b"k", None);
         assert!(matches!(

@@ -1,8 +1,9 @@
 //! Wall-clock time in the unit memcached uses: whole Unix seconds.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The store's source of "now".
 ///
@@ -10,7 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// (and later deterministic simulations) can move time forward instead of sleeping.
 #[derive(Debug, Clone, Default)]
 pub enum Clock {
-    /// The system clock.
+    /// The system clock, at memcached's resolution: whole seconds, kept by a background
+    /// thread that wakes at each second boundary (memcached's clock event does the same).
+    /// Every read and write asks for the time, and a relaxed load is much cheaper than
+    /// asking the kernel each time.
     #[default]
     System,
     /// A clock that only moves when told to.
@@ -26,9 +30,7 @@ impl Clock {
     /// Current Unix time in seconds.
     pub fn now(&self) -> u32 {
         match self {
-            Self::System => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+            Self::System => coarse_now(),
             Self::Manual(now) => now.load(Ordering::Relaxed),
         }
     }
@@ -38,5 +40,65 @@ impl Clock {
         if let Self::Manual(now) = self {
             now.fetch_add(secs, Ordering::Relaxed);
         }
+    }
+}
+
+/// The second the clock thread last saw.
+static COARSE_NOW: AtomicU32 = AtomicU32::new(0);
+/// Set if the clock thread could not be started; every read then asks the system.
+static COARSE_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+static CLOCK_THREAD: Once = Once::new();
+
+fn system_now() -> (u32, Duration) {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or((0, Duration::ZERO), |d| {
+            let secs = u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+            (
+                secs,
+                Duration::from_nanos(u64::from(1_000_000_000 - d.subsec_nanos())),
+            )
+        })
+}
+
+fn coarse_now() -> u32 {
+    CLOCK_THREAD.call_once(|| {
+        COARSE_NOW.store(system_now().0, Ordering::Relaxed);
+        let started = std::thread::Builder::new()
+            .name("murakumo-clock".into())
+            .spawn(|| {
+                loop {
+                    let (now, to_next_second) = system_now();
+                    COARSE_NOW.store(now, Ordering::Relaxed);
+                    // Just past the boundary, so the next reading is the new second.
+                    std::thread::sleep(to_next_second + Duration::from_micros(200));
+                }
+            });
+        if started.is_err() {
+            COARSE_UNAVAILABLE.store(true, Ordering::Relaxed);
+        }
+    });
+    if COARSE_UNAVAILABLE.load(Ordering::Relaxed) {
+        return system_now().0;
+    }
+    COARSE_NOW.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_clock_follows_the_system_time() {
+        let before = system_now().0;
+        let coarse = Clock::System.now();
+        let after = system_now().0;
+        // The clock thread may not have ticked into a second that just began.
+        assert!(
+            coarse + 1 >= before && coarse <= after,
+            "{before} {coarse} {after}"
+        );
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(Clock::System.now() > coarse);
     }
 }

@@ -25,12 +25,56 @@ pub mod placement;
 mod store;
 mod writer;
 
-/// Maps on the request path. std's default SipHash guards against keys chosen to
-/// collide; these maps are keyed by namespace ids, partitions and engine keys that
-/// already spread by a hash of ours, and SipHash showed up in every request's profile.
+/// Maps keyed by client keys on the request path. std's default SipHash guards against
+/// keys chosen to collide; these keys are engine keys, which xxh3 spreads as well, and
+/// SipHash showed up in every request's profile.
 type FastMap<K, V> = std::collections::HashMap<K, V, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
-/// The set counterpart of [`FastMap`].
-type FastSet<T> = std::collections::HashSet<T, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+
+/// Maps keyed by namespace and partition ids. The ids come from the cluster map, never
+/// from clients, and even xxh3's streaming hasher cost more per read than the lookup.
+type IdMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+/// The set counterpart of [`IdMap`].
+type IdSet<T> = std::collections::HashSet<T, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// A multiply-rotate hash of small integers, for [`IdMap`]. The multiplier is odd, so
+/// distinct ids keep distinct low bits, and the multiply spreads them into the high bits
+/// the table's control bytes use.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl IdHasher {
+    fn mix(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.mix(u64::from(b));
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+}
 
 pub use access::AccessInfo;
 pub use clock::Clock;

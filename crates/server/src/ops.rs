@@ -5,9 +5,14 @@
 //! keeping the old flags, the meta protocol's stale/win dance) is implemented once, in the
 //! writer, and every protocol gets identical semantics.
 
-use bytes::Bytes;
+use std::fmt;
 
+use bytes::Bytes;
+use murakumo_engine::record::{HEADER_LEN, ItemHeader, Record};
+
+use crate::cache::CachedRecord;
 use crate::expiry::Exptime;
+use crate::store::item_from_record;
 
 /// An item as a reader sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +33,72 @@ pub struct Item {
     pub stale: bool,
     /// A meta "win" token has already been handed out for it; served with `Z`.
     pub win_sent: bool,
+}
+
+/// An item as a reader sees it, still in the bytes it was read from.
+///
+/// A text `get` hit only copies the value into its reply. Building an [`Item`] for that
+/// would wrap the cached record in a `Bytes`, which costs an allocation on every hit, so
+/// [`Store::get_ref`](crate::Store::get_ref) returns this instead.
+pub struct ItemRef {
+    pub(crate) raw: RawRecord,
+    pub(crate) header: ItemHeader,
+}
+
+/// Where an [`ItemRef`]'s record bytes live.
+pub(crate) enum RawRecord {
+    /// In the item cache's block for the key.
+    Cached(CachedRecord),
+    /// As the engine returned it (a cache miss).
+    Loaded(Bytes),
+}
+
+impl RawRecord {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Cached(record) => record.as_bytes(),
+            Self::Loaded(record) => record,
+        }
+    }
+}
+
+impl ItemRef {
+    /// The value.
+    pub fn value(&self) -> &[u8] {
+        // The header decoded, so the record is at least a header long.
+        self.raw.as_bytes().get(HEADER_LEN..).unwrap_or_default()
+    }
+
+    /// Client flags.
+    pub fn client_flags(&self) -> u32 {
+        self.header.client_flags
+    }
+
+    /// CAS token.
+    pub fn cas(&self) -> u64 {
+        self.header.cas
+    }
+
+    /// The item with its value as `Bytes`, for callers that keep it.
+    pub fn into_item(self) -> Item {
+        let record = match self.raw {
+            RawRecord::Cached(record) => record.to_bytes(),
+            RawRecord::Loaded(record) => record,
+        };
+        item_from_record(Record {
+            header: self.header,
+            value: record.slice(HEADER_LEN.min(record.len())..),
+        })
+    }
+}
+
+impl fmt::Debug for ItemRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ItemRef")
+            .field("header", &self.header)
+            .field("value_len", &self.value().len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a store combines the new value with an existing item.

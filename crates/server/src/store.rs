@@ -10,12 +10,12 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use murakumo_engine::keys::{
     DEFAULT_NAMESPACE, NamespaceId, PartitionId, item_key, partition_prefix, successor,
 };
-use murakumo_engine::record::{ItemHeader, ItemState, Record};
+use murakumo_engine::record::{ItemHeader, ItemState, Record, decode_header};
 use murakumo_engine::{Engine, EngineError, Table, WriteBatch};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::FastMap;
+use crate::IdMap;
 use crate::access::AccessInfo;
 use crate::cache::{ItemCache, Lookup, key_hash};
 use crate::clock::Clock;
@@ -23,7 +23,7 @@ use crate::error::StoreError;
 use crate::expiry::is_expired;
 use crate::ops::{
     ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, FetchOutcome, FetchRequest, Item,
-    StoreOutcome, StoreRequest,
+    ItemRef, RawRecord, StoreOutcome, StoreRequest,
 };
 use crate::partition::{
     FORMAT_KEY, FORMAT_VERSION, PARTITION_STATE_PREFIX, PENDING_FLUSH_PREFIX, PartitionState,
@@ -137,7 +137,7 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     pub(crate) stats: StoreStats,
     /// Per namespace, per partition: records at or below this sequence were flushed.
-    flushed: FastMap<NamespaceId, Vec<AtomicU64>>,
+    flushed: IdMap<NamespaceId, Vec<AtomicU64>>,
     /// Why the store went out of service. Set once, never cleared; a lock-free read,
     /// because every request checks it.
     failure: OnceLock<String>,
@@ -316,6 +316,17 @@ impl Store {
             .map(|(item, _)| item))
     }
 
+    /// Reads one item, for a caller that only writes it out (a text `get` hit). The value
+    /// stays in the bytes it was read from, which keeps a read served by the item cache
+    /// free of allocations.
+    pub fn get_ref(
+        &self,
+        namespace: NamespaceId,
+        key: &[u8],
+    ) -> Result<Option<ItemRef>, StoreError> {
+        Ok(self.read(namespace, key, true)?.map(|(item, _)| item))
+    }
+
     /// Reads one item and reports its earlier fetches (meta `h`, `l`); marks it fetched
     /// unless `bump` is false (meta `u`).
     pub fn get_observed(
@@ -324,6 +335,17 @@ impl Store {
         key: &[u8],
         bump: bool,
     ) -> Result<Option<(Item, AccessInfo)>, StoreError> {
+        Ok(self
+            .read(namespace, key, bump)?
+            .map(|(item, access)| (item.into_item(), access)))
+    }
+
+    fn read(
+        &self,
+        namespace: NamespaceId,
+        key: &[u8],
+        bump: bool,
+    ) -> Result<Option<(ItemRef, AccessInfo)>, StoreError> {
         self.available()?;
         let Some(flushed) = self.shared.flushed.get(&namespace) else {
             return Err(StoreError::UnknownNamespace(namespace));
@@ -343,23 +365,23 @@ impl Store {
                 Lookup::Hit {
                     record,
                     previous_fetch,
-                } => (record, previous_fetch),
+                } => (RawRecord::Cached(record), previous_fetch),
                 Lookup::Miss(token) => match self.shared.engine.get(Table::Items, &engine_key) {
                     Ok(Some(raw)) => {
                         self.shared.cache.fill(token, &engine_key, &raw, fetched_at);
-                        (raw, None)
+                        (RawRecord::Loaded(raw), None)
                     }
                     Ok(None) => return Ok(None),
                     Err(err) => return Err(self.failed(&err)),
                 },
             };
-        let record = Record::decode(&raw).map_err(|e| self.failed(&e.into()))?;
+        let header = decode_header(raw.as_bytes()).map_err(|e| self.failed(&e.into()))?;
         let flushed_seq = flushed[usize::from(partition)].load(Ordering::Acquire);
-        if !is_visible(&record.header, now, flushed_seq) {
+        if !is_visible(&header, now, flushed_seq) {
             return Ok(None);
         }
-        let access = AccessInfo::new(previous_fetch, record.header.written_at);
-        Ok(Some((item_from_record(record), access)))
+        let access = AccessInfo::new(previous_fetch, header.written_at);
+        Ok(Some((ItemRef { raw, header }, access)))
     }
 
     /// Records a fetch of `item` (returned by [`fetch`](Self::fetch) or
@@ -606,12 +628,12 @@ fn check_format(engine: &dyn Engine) -> Result<(), EngineError> {
 }
 
 type Bookkeeping = (
-    FastMap<NamespaceId, Vec<PartitionState>>,
-    FastMap<NamespaceId, u32>,
+    IdMap<NamespaceId, Vec<PartitionState>>,
+    IdMap<NamespaceId, u32>,
 );
 
 fn load_bookkeeping(engine: &dyn Engine) -> Result<Bookkeeping, EngineError> {
-    let mut partitions = FastMap::default();
+    let mut partitions = IdMap::default();
     partitions.insert(
         DEFAULT_NAMESPACE,
         vec![PartitionState::default(); usize::from(PARTITIONS)],
@@ -627,7 +649,7 @@ fn load_bookkeeping(engine: &dyn Engine) -> Result<Bookkeeping, EngineError> {
             *slot = state;
         }
     }
-    let mut pending_flush = FastMap::default();
+    let mut pending_flush = IdMap::default();
     for (key, value) in engine.scan(Table::Meta, PENDING_FLUSH_PREFIX, b"", usize::MAX)? {
         let (Some(ns), Ok(deadline)) = (
             key.get(1..5)
@@ -710,7 +732,7 @@ fn sweep_partition(
             .load(Ordering::Acquire);
         let mut candidates = Vec::new();
         for (key, value) in &entries {
-            let Ok(header) = murakumo_engine::record::decode_header(value) else {
+            let Ok(header) = decode_header(value) else {
                 continue;
             };
             if !is_visible(&header, now, flushed) {

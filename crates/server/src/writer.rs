@@ -37,7 +37,7 @@ use crate::ops::{
 use crate::partition::{PartitionState, pending_flush_key, state_key};
 use crate::placement::PARTITIONS;
 use crate::store::{Shared, is_visible, item_from_record};
-use crate::{FastMap, FastSet};
+use crate::{FastMap, IdMap, IdSet};
 
 /// Most jobs evaluated into one batch; bounds the latency a single group can add.
 const MAX_GROUP: usize = 512;
@@ -118,7 +118,7 @@ struct Group {
     overlay: FastMap<Bytes, Option<Record>>,
     /// Partitions whose state must be persisted with this group (a raised sequence
     /// ceiling, a flush, a checkpoint).
-    dirty: FastSet<(NamespaceId, PartitionId)>,
+    dirty: IdSet<(NamespaceId, PartitionId)>,
     replies: Vec<Reply>,
     /// Every item change of the group in order (new record, or `None` for a removal),
     /// published to the item cache once the batch is committed.
@@ -148,10 +148,10 @@ pub(crate) struct Writer {
     /// Shut down: every later job is refused.
     closed: bool,
     /// Partitions whose counters changed since their state was last persisted.
-    unpersisted: FastSet<(NamespaceId, PartitionId)>,
+    unpersisted: IdSet<(NamespaceId, PartitionId)>,
     last_checkpoint: Instant,
-    partitions: FastMap<NamespaceId, Vec<PartitionState>>,
-    pending_flush: FastMap<NamespaceId, u32>,
+    partitions: IdMap<NamespaceId, Vec<PartitionState>>,
+    pending_flush: IdMap<NamespaceId, u32>,
     sync_each_group: bool,
     max_value_len: usize,
     /// The group being built; empty between groups.
@@ -162,8 +162,8 @@ impl Writer {
     pub(crate) fn new(
         shared: Arc<Shared>,
         jobs: Receiver<Job>,
-        partitions: FastMap<NamespaceId, Vec<PartitionState>>,
-        pending_flush: FastMap<NamespaceId, u32>,
+        partitions: IdMap<NamespaceId, Vec<PartitionState>>,
+        pending_flush: IdMap<NamespaceId, u32>,
         sync_each_group: bool,
         max_value_len: usize,
     ) -> Self {
@@ -171,7 +171,7 @@ impl Writer {
             shared,
             jobs,
             closed: false,
-            unpersisted: FastSet::default(),
+            unpersisted: IdSet::default(),
             last_checkpoint: Instant::now(),
             partitions,
             pending_flush,
@@ -838,7 +838,7 @@ fn generated_cas(seq: u64, partition: PartitionId) -> u64 {
 }
 
 fn partition_state<'a>(
-    partitions: &'a mut FastMap<NamespaceId, Vec<PartitionState>>,
+    partitions: &'a mut IdMap<NamespaceId, Vec<PartitionState>>,
     slot: &Slot,
 ) -> &'a mut PartitionState {
     let states = partitions
