@@ -20,7 +20,7 @@ fn keys_of(req: &Request) -> Vec<(&[u8], bool)> {
     match req {
         Request::Get { keys, .. } | Request::GetAndTouch { keys, .. } => {
             assert!(!keys.is_empty(), "retrieval without keys");
-            keys.iter().map(|k| (&k[..], false)).collect()
+            keys.iter().map(|k| (k, false)).collect()
         }
         Request::Store { key, .. }
         | Request::Arith { key, .. }

@@ -81,7 +81,7 @@ impl Conn {
     /// Queues `get <key>`.
     pub(crate) fn queue_get(&mut self, key: Bytes) {
         let request = Request::Get {
-            keys: vec![key.clone()],
+            keys: ascii::Keys::from_keys([&key]),
             cas: false,
         };
         ascii::encode_request(&request, &mut self.write_buf);

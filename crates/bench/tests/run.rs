@@ -270,9 +270,9 @@ async fn serve_fake(mut socket: TcpStream, kind: Fake) {
                     (Fake::CloseAfter(n), _) if answered == n => return,
                     (Fake::WrongValue, Ok(Request::Get { keys, .. })) => {
                         let mut reply = Vec::new();
-                        for key in keys {
+                        for key in keys.iter() {
                             reply.extend_from_slice(b"VALUE ");
-                            reply.extend_from_slice(&key);
+                            reply.extend_from_slice(key);
                             reply.extend_from_slice(b" 0 5\r\nWRONG\r\n");
                         }
                         reply.extend_from_slice(b"END\r\n");

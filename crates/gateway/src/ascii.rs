@@ -7,7 +7,7 @@ use bytes::Bytes;
 use murakumo_protocol::ascii::{self, ErrorReply, Request, Response};
 use murakumo_server::ops::{
     ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, FetchOutcome, FetchRequest, Item,
-    StoreMode, StoreOutcome, StoreRequest,
+    ItemRef, StoreMode, StoreOutcome, StoreRequest,
 };
 use murakumo_server::{Exptime, StoreError};
 
@@ -20,6 +20,12 @@ pub(crate) const TOO_LARGE: &str = "object too large for cache";
 
 /// The reply memcached gives to incr/decr of a value that is not a number.
 pub(crate) const NON_NUMERIC: &str = "cannot increment or decrement non-numeric value";
+
+/// A retrieval's hit: read in place, or returned by the writer after a touch (`gat`).
+enum Hit {
+    Read(ItemRef),
+    Touched(Item),
+}
 
 impl Connection {
     pub(crate) async fn execute_ascii(&mut self, request: Request) -> Result<Flow, Disconnected> {
@@ -146,7 +152,7 @@ impl Connection {
     /// is written out in pieces when it grows large.
     async fn get(
         &mut self,
-        keys: Vec<Bytes>,
+        keys: ascii::Keys,
         cas: bool,
         touch: Option<Exptime>,
     ) -> Result<(), Disconnected> {
@@ -154,44 +160,38 @@ impl Connection {
         if touch.is_some() {
             bump(&stats.cmd_touch);
         }
-        for key in keys {
+        for key in keys.iter() {
             bump(&self.gateway.stats.cmd_get);
             let found = match touch {
-                None => self.gateway.store.get(self.gateway.namespace, &key),
+                None => self
+                    .gateway
+                    .store
+                    .get_ref(self.gateway.namespace, key)
+                    .map(|found| found.map(Hit::Read)),
                 Some(exptime) => self
                     .gateway
                     .store
                     .fetch(
                         self.gateway.namespace,
-                        FetchRequest::touch(key.clone(), exptime),
+                        FetchRequest::touch(Bytes::copy_from_slice(key), exptime),
                     )
                     .await
                     .map(|outcome| match outcome {
-                        FetchOutcome::Hit { item, .. } => Some(item),
+                        FetchOutcome::Hit { item, .. } => Some(Hit::Touched(item)),
                         FetchOutcome::Miss => None,
                     }),
             };
             match found {
-                Ok(Some(item)) => {
+                Ok(Some(hit)) => {
                     bump(&self.gateway.stats.get_hits);
                     if touch.is_some() {
                         bump(&self.gateway.stats.touch_hits);
                     }
-                    let Item {
-                        value,
-                        client_flags,
-                        cas: item_cas,
-                        ..
-                    } = item;
-                    ascii::encode_response(
-                        &Response::Value {
-                            key,
-                            flags: client_flags,
-                            cas: cas.then_some(item_cas),
-                            data: value,
-                        },
-                        &mut self.out,
-                    );
+                    let (flags, item_cas, value) = match &hit {
+                        Hit::Read(item) => (item.client_flags(), item.cas(), item.value()),
+                        Hit::Touched(item) => (item.client_flags, item.cas, &item.value[..]),
+                    };
+                    ascii::encode_value(key, flags, cas.then_some(item_cas), value, &mut self.out);
                 }
                 Ok(None) => {
                     bump(&self.gateway.stats.get_misses);
@@ -206,7 +206,9 @@ impl Connection {
                     return Ok(());
                 }
             }
-            self.flush_if_full().await?;
+            if self.output_full() {
+                self.flush().await?;
+            }
         }
         ascii::encode_response(&Response::End, &mut self.out);
         Ok(())

@@ -134,7 +134,10 @@ impl Connection {
             reply.data = Some(item.value);
         }
         ascii::encode_response(&Response::Meta(reply), &mut self.out);
-        self.flush_if_full().await
+        if self.output_full() {
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     /// Finds the item for `mg`. A plain read is served on this thread; anything that may

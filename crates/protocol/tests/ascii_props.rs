@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use murakumo_protocol::ascii::{
-    ErrorReply, MetaArith, MetaArithFlag, MetaArithMode, MetaDebugResponse, MetaDelete,
+    ErrorReply, Keys, MetaArith, MetaArithFlag, MetaArithMode, MetaDebugResponse, MetaDelete,
     MetaDeleteFlag, MetaGet, MetaGetFlag, MetaResponse, MetaSet, MetaSetFlag, MetaSetMode,
     MetaStatus, Rejection, Request, Response, ReturnFlag, StoreMode, decode_request,
     decode_response, encode_request, encode_response,
@@ -161,7 +161,7 @@ fn store_mode() -> impl Strategy<Value = StoreMode> {
 }
 
 fn classic_request() -> impl Strategy<Value = Request> {
-    let keys = || prop::collection::vec(key(), 1..8);
+    let keys = || prop::collection::vec(key(), 1..8).prop_map(Keys::from_keys);
     prop_oneof![
         (keys(), any::<bool>()).prop_map(|(keys, cas)| Request::Get { keys, cas }),
         (any::<i64>(), keys(), any::<bool>())
@@ -337,7 +337,7 @@ fn encode_resp(resp: &Response) -> BytesMut {
 }
 
 /// Every key a request carries, with whether it is a binary (base64) meta key.
-fn keys_of(req: &Request) -> Vec<(&Bytes, bool)> {
+fn keys_of(req: &Request) -> Vec<(&[u8], bool)> {
     match req {
         Request::Get { keys, .. } | Request::GetAndTouch { keys, .. } => {
             keys.iter().map(|k| (k, false)).collect()

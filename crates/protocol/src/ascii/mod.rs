@@ -49,7 +49,10 @@ pub use meta::{
     MetaArith, MetaArithFlag, MetaArithMode, MetaDebugResponse, MetaDelete, MetaDeleteFlag,
     MetaGet, MetaGetFlag, MetaResponse, MetaSet, MetaSetFlag, MetaSetMode, MetaStatus, ReturnFlag,
 };
-pub use response::{MAX_RESPONSE_LINE, ResponseError, decode_response, encode_response};
+pub use response::{
+    MAX_RESPONSE_LINE, ResponseError, decode_response, encode_response, encode_value,
+};
+pub use retrieval::Keys;
 use tokens::{LineScan, Tokens};
 
 /// One client request, decoded and owning its bytes.
@@ -63,7 +66,7 @@ pub enum Request {
     /// `get <key>*` (`cas: false`) and `gets <key>*` (`cas: true`).
     Get {
         /// The keys in request order; never empty.
-        keys: Vec<Bytes>,
+        keys: Keys,
         /// Whether each `VALUE` line carries the CAS unique (`gets`).
         cas: bool,
     },
@@ -72,7 +75,7 @@ pub enum Request {
         /// The new expiry, in memcached's relative-or-absolute form.
         exptime: i64,
         /// The keys in request order; never empty.
-        keys: Vec<Bytes>,
+        keys: Keys,
         /// Whether each `VALUE` line carries the CAS unique (`gats`).
         cas: bool,
     },
@@ -386,6 +389,20 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Re
         }
         LineScan::Line { content, consumed } => (content, consumed),
     };
+    // Retrievals are most of the traffic and need nothing from the tokeniser but their
+    // keys, so they are told apart from the command word alone.
+    let command_start = line.iter().position(|&b| b != b' ').unwrap_or(line.len());
+    let command_line = &line[command_start..];
+    let command_len = command_line
+        .iter()
+        .position(|&b| b == b' ')
+        .unwrap_or(command_line.len());
+    let (command, after_command) = command_line.split_at(command_len);
+    match command {
+        b"get" => return retrieval::parse_get(after_command, line_len, limits, false),
+        b"gets" => return retrieval::parse_get(after_command, line_len, limits, true),
+        _ => {}
+    }
     let frame = Frame {
         tokens: Tokens::new(line),
         line_len,
@@ -396,8 +413,6 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Re
         return frame.line_only(Err(Rejection::unknown()));
     };
     match command {
-        b"get" => retrieval::parse_get(&frame, false),
-        b"gets" => retrieval::parse_get(&frame, true),
         b"gat" => retrieval::parse_gat(&frame, false),
         b"gats" => retrieval::parse_gat(&frame, true),
         b"set" => storage::parse(&frame, storage::Kind::Set),

@@ -42,6 +42,26 @@ pub enum ResponseError {
     BadDataChunk,
 }
 
+/// Appends one hit of a retrieval, `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n`:
+/// the same bytes as [`Response::Value`], for a server that has the key and value as
+/// borrowed slices and should not have to build (and drop) a [`Response`] for every hit.
+pub fn encode_value(key: &[u8], flags: u32, cas: Option<u64>, data: &[u8], out: &mut BytesMut) {
+    out.reserve(key.len() + data.len() + 64);
+    out.extend_from_slice(b"VALUE ");
+    out.extend_from_slice(key);
+    out.extend_from_slice(b" ");
+    put_u64(out, u64::from(flags));
+    out.extend_from_slice(b" ");
+    put_u64(out, data.len() as u64);
+    if let Some(cas) = cas {
+        out.extend_from_slice(b" ");
+        put_u64(out, cas);
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends the wire form of one reply line (and its data block) to `out`.
 ///
 /// For [`Response::Meta`], `data` is written only with [`MetaStatus::Va`] (an absent value
@@ -62,20 +82,8 @@ pub fn encode_response(resp: &Response, out: &mut BytesMut) {
             cas,
             data,
         } => {
-            out.reserve(key.len() + data.len() + 64);
-            out.extend_from_slice(b"VALUE ");
-            out.extend_from_slice(key);
-            out.extend_from_slice(b" ");
-            put_u64(out, u64::from(*flags));
-            out.extend_from_slice(b" ");
-            put_u64(out, data.len() as u64);
-            if let Some(cas) = cas {
-                out.extend_from_slice(b" ");
-                put_u64(out, *cas);
-            }
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(data);
-            b"\r\n"
+            encode_value(key, *flags, *cas, data, out);
+            return;
         }
         Response::Number(n) => {
             put_u64(out, *n);
