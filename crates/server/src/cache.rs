@@ -222,7 +222,10 @@ impl ItemCache {
         match guard.find_mut(hash, key) {
             Some(entry) => {
                 let previous_fetch = entry.last_fetch;
-                if fetched_at.is_some() {
+                // Written only when it changes (once a second at most for a hot key), so
+                // that reads of a hot key do not keep dirtying its slot's cache line; the
+                // mark has a resolution of seconds anyway.
+                if fetched_at.is_some() && fetched_at != previous_fetch {
                     entry.last_fetch = fetched_at;
                 }
                 Lookup::Hit {

@@ -114,8 +114,10 @@ enum Reply {
 #[derive(Default)]
 struct Group {
     batch: WriteBatch,
-    /// Records this group has written or removed (`None`), keyed by engine key.
-    overlay: FastMap<Bytes, Option<Record>>,
+    /// Where each key's latest entry in `changes` is, once the group has more than
+    /// [`OVERLAY_SCAN`] changes; smaller groups (nearly all of them, unless many clients
+    /// write at once) are searched directly, which costs less than hashing the key.
+    overlay: FastMap<Bytes, usize>,
     /// Partitions whose state must be persisted with this group (a raised sequence
     /// ceiling, a flush, a checkpoint).
     dirty: IdSet<(NamespaceId, PartitionId)>,
@@ -129,7 +131,37 @@ struct Group {
     checkpoint: bool,
 }
 
+/// Changes up to which a group's pending records are found by scanning rather than by
+/// the overlay map.
+const OVERLAY_SCAN: usize = 8;
+
 impl Group {
+    /// Records a change: the new encoded record of `key`, or `None` for its removal.
+    fn record_change(&mut self, key: Bytes, record: Option<Bytes>) {
+        if self.changes.len() == OVERLAY_SCAN {
+            for (index, (earlier, _)) in self.changes.iter().enumerate() {
+                self.overlay.insert(earlier.clone(), index);
+            }
+        }
+        if self.changes.len() >= OVERLAY_SCAN {
+            self.overlay.insert(key.clone(), self.changes.len());
+        }
+        self.changes.push((key, record));
+    }
+
+    /// What this group last did to `key`: `Some` of the new record for a write, or of
+    /// `None` for a removal; `None` if the group has not touched it.
+    fn pending(&self, key: &[u8]) -> Option<&Option<Bytes>> {
+        let index = if self.changes.len() > OVERLAY_SCAN {
+            *self.overlay.get(key)?
+        } else {
+            self.changes
+                .iter()
+                .rposition(|(changed, _)| changed == key)?
+        };
+        Some(&self.changes[index].1)
+    }
+
     /// Empties the group for the next one, keeping its allocations.
     fn clear(&mut self) {
         self.batch = WriteBatch::new();
@@ -593,8 +625,7 @@ impl Writer {
         group
             .batch
             .put(Table::Items, slot.key.clone(), encoded.clone());
-        group.changes.push((slot.key.clone(), Some(encoded)));
-        group.overlay.insert(slot.key.clone(), Some(record.clone()));
+        group.record_change(slot.key.clone(), Some(encoded));
         if raise_ceiling {
             group.dirty.insert((slot.namespace, slot.partition));
         } else {
@@ -608,8 +639,7 @@ impl Writer {
         let Some(old) = physical else { return };
         self.account(slot, None, Some(record_size(&slot.key, &old.value)));
         group.batch.delete(Table::Items, slot.key.clone());
-        group.changes.push((slot.key.clone(), None));
-        group.overlay.insert(slot.key.clone(), None);
+        group.record_change(slot.key.clone(), None);
         self.unpersisted.insert((slot.namespace, slot.partition));
     }
 
@@ -677,9 +707,11 @@ impl Writer {
     }
 
     fn commit(&mut self, group: &mut Group) {
-        if group.checkpoint || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+        // One clock reading serves the checkpoint check and the commit timing.
+        let started = Instant::now();
+        if group.checkpoint || started.duration_since(self.last_checkpoint) >= CHECKPOINT_EVERY {
             group.dirty.extend(self.unpersisted.drain());
-            self.last_checkpoint = Instant::now();
+            self.last_checkpoint = started;
         }
         if group.batch.is_empty() && group.dirty.is_empty() && group.replies.is_empty() {
             return;
@@ -700,7 +732,6 @@ impl Writer {
                     .store(state.flushed_seq, Ordering::Release);
             }
         }
-        let started = Instant::now();
         let batch = std::mem::take(&mut group.batch);
         let result = self.shared.engine.write(batch).and_then(|()| {
             if self.sync_each_group {
@@ -770,8 +801,8 @@ impl Writer {
     }
 
     fn current(&self, group: &Group, key: &Bytes) -> Result<Option<Record>, EngineError> {
-        if let Some(pending) = group.overlay.get(key) {
-            return Ok(pending.clone());
+        if let Some(pending) = group.pending(key) {
+            return Ok(pending.as_ref().map(Record::decode).transpose()?);
         }
         if let Some(raw) = self.shared.cache.peek(key) {
             return Ok(Some(Record::decode(&raw)?));
@@ -982,7 +1013,29 @@ impl WriterHandle {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_counter;
+    use super::{Group, OVERLAY_SCAN, parse_counter};
+    use bytes::Bytes;
+    use std::collections::HashMap;
+
+    #[test]
+    fn a_group_finds_the_latest_change_of_each_key_scanned_or_mapped() {
+        let mut group = Group::default();
+        let mut latest: HashMap<Bytes, Option<Bytes>> = HashMap::new();
+        // Five keys rewritten in turn, with every third change a removal, well past the
+        // point where the map takes over from the scan.
+        for n in 0..(OVERLAY_SCAN * 4) {
+            let key = Bytes::from(format!("k{}", n % 5));
+            let record = (n % 3 != 0).then(|| Bytes::from(format!("v{n}")));
+            group.record_change(key.clone(), record.clone());
+            latest.insert(key, record);
+            for (key, record) in &latest {
+                assert_eq!(group.pending(key), Some(record), "after {n} changes");
+            }
+            assert_eq!(group.pending(b"untouched"), None);
+        }
+        group.clear();
+        assert_eq!(group.pending(b"k1"), None);
+    }
 
     #[test]
     fn counters_parse_like_memcached() {
