@@ -6,7 +6,9 @@
 //! batch with journal flush-to-OS, and `sync` fsyncs the journal. Group commit (many
 //! connections' writes in one batch and one fsync) is the store's job, above this crate.
 
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -37,6 +39,10 @@ pub struct FjallEngine {
     db: Database,
     items: Keyspace,
     meta: Keyspace,
+    /// The database folder, where fjall keeps its journals.
+    dir: PathBuf,
+    /// Our own handle on the journal fjall is appending to, for [`Engine::sync`].
+    journal: Mutex<Option<(PathBuf, File)>>,
 }
 
 impl std::fmt::Debug for FjallEngine {
@@ -62,7 +68,46 @@ impl FjallEngine {
         let meta = db
             .keyspace("meta", KeyspaceCreateOptions::default)
             .map_err(|e| storage(&e))?;
-        Ok(Self { db, items, meta })
+        Ok(Self {
+            db,
+            items,
+            meta,
+            dir: dir.to_path_buf(),
+            journal: Mutex::new(None),
+        })
+    }
+
+    /// Fsyncs the journal fjall is appending to through a handle of our own; `false` if
+    /// that journal cannot be found where fjall keeps it.
+    ///
+    /// Why not `Database::persist`: fjall fsyncs while holding its journal's writer lock,
+    /// so every commit that arrives during the fsync waits for the disk. The store
+    /// commits on its connection threads (with the periodic policy), so each periodic
+    /// fsync stalled whole event loops: on a 2-core test machine, 8–10% of the throughput
+    /// of a 1:10 set:get load, and most of the sets' p99. An fsync is a property of the
+    /// file, not of the descriptor, so ours covers every batch fjall has handed to the OS.
+    /// Older journals were fsynced by fjall when it sealed them (and the folder with
+    /// them), so the active one is all there is to sync.
+    fn fsync_active_journal(&self) -> std::io::Result<bool> {
+        let Some(active) = active_journal(&self.dir)? else {
+            return Ok(false);
+        };
+        let mut journal = self
+            .journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if journal.as_ref().is_none_or(|(path, _)| *path != active) {
+            match File::open(&active) {
+                Ok(file) => *journal = Some((active, file)),
+                // Sealed and removed since we looked: fjall synced it when it sealed it.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(err) => return Err(err),
+            }
+        }
+        match journal.as_ref() {
+            Some((_, file)) => file.sync_all().map(|()| true),
+            None => Ok(false),
+        }
     }
 
     fn keyspace(&self, table: Table) -> &Keyspace {
@@ -71,6 +116,27 @@ impl FjallEngine {
             Table::Meta => &self.meta,
         }
     }
+}
+
+/// The journal fjall appends to: the highest-numbered `<id>.jnl` in the database
+/// folder (fjall 3 names them so and rotates to `id + 1`). The `journal_file_layout`
+/// test guards that assumption.
+pub fn active_journal(dir: &Path) -> std::io::Result<Option<PathBuf>> {
+    let mut newest: Option<(u64, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let id = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_suffix(".jnl"))
+            .and_then(|id| id.parse::<u64>().ok());
+        if let Some(id) = id
+            && newest.as_ref().is_none_or(|(newest_id, _)| id > *newest_id)
+        {
+            newest = Some((id, path));
+        }
+    }
+    Ok(newest.map(|(_, path)| path))
 }
 
 impl Engine for FjallEngine {
@@ -97,9 +163,16 @@ impl Engine for FjallEngine {
     }
 
     fn sync(&self) -> Result<(), EngineError> {
-        self.db
-            .persist(PersistMode::SyncAll)
-            .map_err(|e| storage(&e))
+        match self.fsync_active_journal() {
+            Ok(true) => Ok(()),
+            Ok(false) => self
+                .db
+                .persist(PersistMode::SyncAll)
+                .map_err(|e| storage(&e)),
+            Err(err) => Err(EngineError::Storage(format!(
+                "fsync of the journal failed: {err}"
+            ))),
+        }
     }
 
     fn scan(

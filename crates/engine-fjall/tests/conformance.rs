@@ -36,3 +36,26 @@ fn writes_survive_reopen() {
         Some(&b"7"[..])
     );
 }
+
+/// `sync` fsyncs the journal it finds as the highest-numbered `<id>.jnl` in the database
+/// folder, through its own handle. This guards that assumption about fjall's layout: the
+/// file found there is the one commits are appended to.
+#[test]
+fn journal_file_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = FjallEngine::open(dir.path(), FjallOptions::default()).unwrap();
+    let marker = b"journal-layout-marker-5f3a9c1e7b2d";
+    let mut batch = WriteBatch::new();
+    batch.put(Table::Items, &b"k"[..], &marker[..]);
+    engine.write(batch).unwrap();
+    let active = murakumo_engine_fjall::active_journal(dir.path())
+        .unwrap()
+        .expect("a journal in the database folder");
+    let journal = std::fs::read(&active).unwrap();
+    assert!(
+        journal.windows(marker.len()).any(|w| w == marker),
+        "the committed batch is not in {}",
+        active.display()
+    );
+    engine.sync().unwrap();
+}
