@@ -41,8 +41,9 @@ pub struct FjallEngine {
     meta: Keyspace,
     /// The database folder, where fjall keeps its journals.
     dir: PathBuf,
-    /// Our own handle on the journal fjall is appending to, for [`Engine::sync`].
-    journal: Mutex<Option<(PathBuf, File)>>,
+    /// Our own handle on the journal fjall is appending to, with its id, for
+    /// [`Engine::sync`].
+    journal: Mutex<Option<(u64, File)>>,
 }
 
 impl std::fmt::Debug for FjallEngine {
@@ -81,24 +82,33 @@ impl FjallEngine {
     /// that journal cannot be found where fjall keeps it.
     ///
     /// Why not `Database::persist`: fjall fsyncs while holding its journal's writer lock,
-    /// so every commit that arrives during the fsync waits for the disk. The store
-    /// commits on its connection threads (with the periodic policy), so each periodic
-    /// fsync stalled whole event loops: on a 2-core test machine, 8–10% of the throughput
-    /// of a 1:10 set:get load, and most of the sets' p99. An fsync is a property of the
-    /// file, not of the descriptor, so ours covers every batch fjall has handed to the OS.
-    /// Older journals were fsynced by fjall when it sealed them (and the folder with
+    /// so a commit that arrives during the fsync waits for the disk. The store commits on
+    /// its connection threads (with the periodic policy), so such a commit stalled a whole
+    /// event loop: ~250 µs per fsync on the 2-core test VM, against under 10 µs for a
+    /// commit otherwise (the `fsync_stall` example measures it). An fsync is a property of
+    /// the file, not of the descriptor, so ours covers every batch fjall has handed to the
+    /// OS. Older journals were fsynced by fjall when it sealed them (and the folder with
     /// them), so the active one is all there is to sync.
     fn fsync_active_journal(&self) -> std::io::Result<bool> {
-        let Some(active) = active_journal(&self.dir)? else {
-            return Ok(false);
-        };
         let mut journal = self
             .journal
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if journal.as_ref().is_none_or(|(path, _)| *path != active) {
-            match File::open(&active) {
-                Ok(file) => *journal = Some((active, file)),
+        // fjall rotates from `<id>.jnl` to `<id + 1>.jnl`; until that appears, the journal
+        // we hold is still the active one, and one `stat` saves listing the folder.
+        let still_active = journal.as_ref().is_some_and(|(id, _)| {
+            !self
+                .dir
+                .join(format!("{}.jnl", id + 1))
+                .try_exists()
+                .unwrap_or(true)
+        });
+        if !still_active {
+            let Some((id, path)) = active_journal_id(&self.dir)? else {
+                return Ok(false);
+            };
+            match File::open(&path) {
+                Ok(file) => *journal = Some((id, file)),
                 // Sealed and removed since we looked: fjall synced it when it sealed it.
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
                 Err(err) => return Err(err),
@@ -122,6 +132,10 @@ impl FjallEngine {
 /// folder (fjall 3 names them so and rotates to `id + 1`). The `journal_file_layout`
 /// test guards that assumption.
 pub fn active_journal(dir: &Path) -> std::io::Result<Option<PathBuf>> {
+    Ok(active_journal_id(dir)?.map(|(_, path)| path))
+}
+
+fn active_journal_id(dir: &Path) -> std::io::Result<Option<(u64, PathBuf)>> {
     let mut newest: Option<(u64, PathBuf)> = None;
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -136,7 +150,7 @@ pub fn active_journal(dir: &Path) -> std::io::Result<Option<PathBuf>> {
             newest = Some((id, path));
         }
     }
-    Ok(newest.map(|(_, path)| path))
+    Ok(newest)
 }
 
 impl Engine for FjallEngine {

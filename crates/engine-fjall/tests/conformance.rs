@@ -59,3 +59,17 @@ fn journal_file_layout() {
     );
     engine.sync().unwrap();
 }
+
+#[test]
+fn the_active_journal_is_the_highest_id_by_number() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["9.jnl", "10.jnl", "2.jnl", "11.jnl.tmp", "version", "x.jnl"] {
+        std::fs::write(dir.path().join(name), b"").unwrap();
+    }
+    assert_eq!(
+        murakumo_engine_fjall::active_journal(dir.path()).unwrap(),
+        Some(dir.path().join("10.jnl"))
+    );
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(murakumo_engine_fjall::active_journal(empty.path()).unwrap(), None);
+}
