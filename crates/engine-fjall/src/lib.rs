@@ -89,6 +89,11 @@ impl FjallEngine {
     /// the file, not of the descriptor, so ours covers every batch fjall has handed to the
     /// OS. Older journals were fsynced by fjall when it sealed them (and the folder with
     /// them), so the active one is all there is to sync.
+    ///
+    /// `fdatasync` rather than `fsync`: it still writes out whatever metadata reading the
+    /// data back needs (block allocation, a size change), and skips the modification time,
+    /// whose journal commit on ext4 was the rest of the cost (machine CPU per request on a
+    /// 1:10 set:get load: 11.32 µs against 11.47, three runs each).
     fn fsync_active_journal(&self) -> std::io::Result<bool> {
         let mut journal = self
             .journal
@@ -115,7 +120,7 @@ impl FjallEngine {
             }
         }
         match journal.as_ref() {
-            Some((_, file)) => file.sync_all().map(|()| true),
+            Some((_, file)) => file.sync_data().map(|()| true),
             None => Ok(false),
         }
     }
