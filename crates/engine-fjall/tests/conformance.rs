@@ -71,5 +71,8 @@ fn the_active_journal_is_the_highest_id_by_number() {
         Some(dir.path().join("10.jnl"))
     );
     let empty = tempfile::tempdir().unwrap();
-    assert_eq!(murakumo_engine_fjall::active_journal(empty.path()).unwrap(), None);
+    assert_eq!(
+        murakumo_engine_fjall::active_journal(empty.path()).unwrap(),
+        None
+    );
 }
