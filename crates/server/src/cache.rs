@@ -148,14 +148,17 @@ impl Shard {
             .find_mut(hash, |e| e.hash == hash && e.key() == key)
     }
 
-    fn remove(&mut self, hash: u64, key: &[u8]) {
-        if let Ok(found) = self
+    /// Removes `key`'s entry; whether there was one.
+    fn remove(&mut self, hash: u64, key: &[u8]) -> bool {
+        let Ok(found) = self
             .entries
             .find_entry(hash, |e| e.hash == hash && e.key() == key)
-        {
-            let (entry, _) = found.remove();
-            self.bytes -= entry.cost();
-        }
+        else {
+            return false;
+        };
+        let (entry, _) = found.remove();
+        self.bytes -= entry.cost();
+        true
     }
 
     fn insert(&mut self, entry: Entry, capacity: usize) {
@@ -287,18 +290,31 @@ impl ItemCache {
     }
 
     /// The writer's record of a committed change: the new record, or `None` for a removal.
+    ///
+    /// A new record replaces a cached one but does not enter the cache otherwise: the
+    /// cache holds what is read, and reads fill it. So a bulk load (or any write-only
+    /// data) does not evict the hot set, nor hold memory that no read asked for; a key's
+    /// first read after its write costs one engine lookup.
     pub(crate) fn update(&self, key: &[u8], record: Option<&[u8]>) {
         let hash = key_hash(key);
         let shard = Self::shard_of(hash);
-        // Built before taking the lock, so readers of the shard wait for no copying.
-        let entry = record
-            .filter(|_| self.shard_capacity > 0)
-            .map(|record| Entry::new(hash, key, record));
-        let mut shard = self.shards[shard].lock();
-        shard.generation += 1;
-        match entry {
-            Some(entry) => shard.insert(entry, self.shard_capacity),
-            None => shard.remove(hash, key),
+        let generation = {
+            let mut guard = self.shards[shard].lock();
+            guard.generation += 1;
+            if !guard.remove(hash, key) || record.is_none() || self.shard_capacity == 0 {
+                return;
+            }
+            guard.generation
+        };
+        // The old version is gone and the engine has the new one, so a reader that misses
+        // meanwhile reads (and may cache) the new one. The copy is made outside the lock,
+        // so the shard's readers wait for no copying; the entry goes in unless another
+        // write touched the shard meanwhile (then a later read fills it).
+        let Some(record) = record else { return };
+        let entry = Entry::new(hash, key, record);
+        let mut guard = self.shards[shard].lock();
+        if guard.generation == generation {
+            guard.insert(entry, self.shard_capacity);
         }
     }
 }
@@ -345,12 +361,39 @@ mod tests {
         );
     }
 
+    /// What a reader does on a miss: read the engine (here: `record`) and offer it.
+    fn read_through(cache: &ItemCache, key: &[u8], record: &[u8]) {
+        if let Lookup::Miss(token) = cache.get(key_hash(key), key, None) {
+            cache.fill(token, key, record, None);
+        }
+    }
+
+    #[test]
+    fn writes_replace_cached_records_but_do_not_bring_in_new_ones() {
+        let cache = ItemCache::new(1 << 20);
+        cache.update(b"written", Some(b"v1"));
+        assert!(
+            matches!(
+                cache.get(key_hash(b"written"), b"written", None),
+                Lookup::Miss(_)
+            ),
+            "a write alone does not fill the cache"
+        );
+        read_through(&cache, b"read", b"v1");
+        cache.update(b"read", Some(b"v2"));
+        assert!(
+            matches!(cache.get(key_hash(b"read"), b"read", None), Lookup::Hit { record: r, .. } if r.as_bytes() == b"v2")
+        );
+    }
+
     #[test]
     fn memory_stays_bounded() {
         let capacity = SHARDS * 1024;
         let cache = ItemCache::new(capacity);
         for i in 0..10_000 {
-            cache.update(format!("key{i}").as_bytes(), Some(&[0u8; 100]));
+            let key = format!("key{i}");
+            read_through(&cache, key.as_bytes(), &[0u8; 100]);
+            cache.update(key.as_bytes(), Some(&[1u8; 100]));
         }
         let total: usize = cache.shards.iter().map(|s| s.lock().bytes).sum();
         assert!(total <= capacity, "{total} > {capacity}");
@@ -363,7 +406,7 @@ mod tests {
     #[test]
     fn an_update_too_large_to_cache_drops_the_old_record() {
         let cache = ItemCache::new(SHARDS * 1024);
-        cache.update(b"k", Some(b"small"));
+        read_through(&cache, b"k", b"small");
         cache.update(b"k", Some(&[7u8; 4096]));
         assert!(
             matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Miss(_)),
