@@ -101,6 +101,24 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn lookup_keys_match_the_stored_layout_inline_or_not() {
+        for len in [0, 1, 57, 58, 59, 64, 250, 1000] {
+            let user_key = vec![b'k'; len];
+            let stored = ItemKey {
+                namespace: 7,
+                partition: 1023,
+                user_key: Bytes::from(user_key.clone()),
+            }
+            .encode();
+            assert_eq!(
+                &item_key(7, 1023, &user_key)[..],
+                &stored[..],
+                "length {len}"
+            );
+        }
+    }
+
+    #[test]
     fn layout_is_namespace_then_partition_big_endian() {
         let key = ItemKey {
             namespace: 0x0102_0304,

@@ -326,6 +326,21 @@ mod tests {
     }
 
     #[test]
+    fn numbers_print_as_std_does_at_every_digit_boundary() {
+        let mut samples: Vec<u64> = (0..=1000).collect();
+        for digits in 1..20 {
+            let p = 10u64.pow(digits);
+            samples.extend([p - 1, p, p + 1, p.saturating_mul(2), p.saturating_add(99)]);
+        }
+        samples.push(u64::MAX);
+        for n in samples {
+            let mut out = BytesMut::new();
+            put_u64(&mut out, n);
+            assert_eq!(&out[..], n.to_string().as_bytes(), "{n}");
+        }
+    }
+
+    #[test]
     fn keys_reject_control_and_length() {
         assert!(key_ok(b"foo", 250));
         assert!(!key_ok(b"", 250));
