@@ -309,11 +309,12 @@ impl ItemCache {
         // The old version is gone and the engine has the new one, so a reader that misses
         // meanwhile reads (and may cache) the new one. The copy is made outside the lock,
         // so the shard's readers wait for no copying; the entry goes in unless another
-        // write touched the shard meanwhile (then a later read fills it).
+        // write touched the shard meanwhile (then a later read fills it) or such a reader
+        // already cached it (its entry carries that read's fetch mark).
         let Some(record) = record else { return };
         let entry = Entry::new(hash, key, record);
         let mut guard = self.shards[shard].lock();
-        if guard.generation == generation {
+        if guard.generation == generation && guard.find(hash, key).is_none() {
             guard.insert(entry, self.shard_capacity);
         }
     }
