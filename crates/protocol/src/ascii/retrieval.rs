@@ -83,9 +83,9 @@ impl fmt::Debug for Keys {
 /// takes them as one copy, refusing the whole request if any key is bad, as memcached
 /// drops the values it had already queued and answers only the error.
 ///
-/// One pass over the bytes does the splitting, the checks of [`key_ok`](super::tokens::key_ok) and the count:
-/// this runs for every get, and going through the general tokeniser first cost more than
-/// the rest of the parse.
+/// One pass over the bytes does the splitting, the checks of
+/// [`key_ok`](super::tokens::key_ok) and the count: this runs for every get, and going
+/// through the general tokeniser first cost more than the rest of the parse.
 fn scan_keys(text: &[u8], max_key_len: usize) -> Result<Keys, Rejection> {
     let mut count = 0;
     let mut span: Option<(usize, usize)> = None;
