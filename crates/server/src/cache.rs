@@ -32,7 +32,8 @@ pub(crate) struct FillToken {
     generation: u64,
 }
 
-/// Records of recently read and written items, keyed by engine key.
+/// Records of recently read items, keyed by engine key; reads fill it, and writes replace
+/// or drop what it already holds (see [`update`](Self::update)).
 ///
 /// Why: a point read in fjall searches a skiplist memtable (and maybe tables) with many
 /// key comparisons; a hash lookup is several times cheaper, and gets dominate memcached
@@ -97,8 +98,24 @@ impl Entry {
         &self.block[..self.key_len]
     }
 
+    fn record_bytes(&self) -> &[u8] {
+        &self.block[self.key_len..]
+    }
+
     fn cost(&self) -> usize {
         self.block.len() + ENTRY_OVERHEAD
+    }
+
+    /// Records a fetch at `fetched_at` (unless `None`: meta `u`) and returns the previous
+    /// one. Written only when it changes (once a second at most for a hot key), so that
+    /// reads of a hot key do not keep dirtying its slot's cache line; the mark has a
+    /// resolution of seconds anyway.
+    fn mark_fetch(&mut self, fetched_at: Option<u32>) -> Option<u32> {
+        let previous_fetch = self.last_fetch;
+        if fetched_at.is_some() && fetched_at != previous_fetch {
+            self.last_fetch = fetched_at;
+        }
+        previous_fetch
     }
 
     /// The record, sharing the block.
@@ -185,8 +202,7 @@ impl Shard {
     }
 }
 
-/// The hash of an engine key, computed once per read and shared by the item cache and the
-/// access marks.
+/// The hash of an engine key, which places it in the item cache (shard and slot).
 pub(crate) fn key_hash(engine_key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(engine_key)
 }
@@ -223,19 +239,10 @@ impl ItemCache {
         let shard = Self::shard_of(hash);
         let mut guard = self.shards[shard].lock();
         match guard.find_mut(hash, key) {
-            Some(entry) => {
-                let previous_fetch = entry.last_fetch;
-                // Written only when it changes (once a second at most for a hot key), so
-                // that reads of a hot key do not keep dirtying its slot's cache line; the
-                // mark has a resolution of seconds anyway.
-                if fetched_at.is_some() && fetched_at != previous_fetch {
-                    entry.last_fetch = fetched_at;
-                }
-                Lookup::Hit {
-                    record: entry.record(),
-                    previous_fetch,
-                }
-            }
+            Some(entry) => Lookup::Hit {
+                previous_fetch: entry.mark_fetch(fetched_at),
+                record: entry.record(),
+            },
             None => Lookup::Miss(FillToken {
                 hash,
                 shard,
@@ -276,17 +283,13 @@ impl ItemCache {
         let hash = key_hash(key);
         let mut shard = self.shards[Self::shard_of(hash)].lock();
         let entry = shard.find_mut(hash, key)?;
-        let cached_seq = murakumo_engine::record::decode_header(&entry.block[entry.key_len..])
+        let cached_seq = murakumo_engine::record::decode_header(entry.record_bytes())
             .ok()?
             .seq;
         if cached_seq != seq {
             return None;
         }
-        let previous_fetch = entry.last_fetch;
-        if fetched_at.is_some() {
-            entry.last_fetch = fetched_at;
-        }
-        previous_fetch
+        entry.mark_fetch(fetched_at)
     }
 
     /// The writer's record of a committed change: the new record, or `None` for a removal.

@@ -144,17 +144,9 @@ pub(super) fn parse_gat(frame: &Frame<'_>, cas: bool) -> Outcome {
     let Some(exptime) = frame.tokens.get(1).and_then(parse_i64) else {
         return frame.line_only(Err(Rejection::client("invalid exptime argument")));
     };
-    // The keys are everything after the expiry token, which is a subslice of the line.
-    let line = frame.tokens.line();
-    let keys_from = frame.tokens.get(2).map_or(line.len(), |first_key| {
-        first_key.as_ptr() as usize - line.as_ptr() as usize
-    });
     frame.line_only(
-        scan_keys(&line[keys_from..], frame.limits.max_key_len).map(|keys| Request::GetAndTouch {
-            exptime,
-            keys,
-            cas,
-        }),
+        scan_keys(frame.tokens.line_from(2), frame.limits.max_key_len)
+            .map(|keys| Request::GetAndTouch { exptime, keys, cas }),
     )
 }
 

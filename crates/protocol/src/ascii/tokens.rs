@@ -87,9 +87,14 @@ impl<'a> Tokens<'a> {
         }
     }
 
-    /// The whole line the tokens were split from.
-    pub(crate) fn line(&self) -> &'a [u8] {
-        self.line
+    /// The rest of the line from token `i` on (empty if there is no such token among the
+    /// first [`MAX_TOKENS`]), for commands whose tail is a list the caller scans itself.
+    pub(crate) fn line_from(&self, i: usize) -> &'a [u8] {
+        // A token is a subslice of the line, so its offset is plain address arithmetic.
+        let start = self.get(i).map_or(self.line.len(), |token| {
+            token.as_ptr() as usize - self.line.as_ptr() as usize
+        });
+        &self.line[start..]
     }
 
     /// Number of tokens on the line, the command included.
@@ -111,17 +116,9 @@ impl<'a> Tokens<'a> {
             .is_some_and(|t| t == b"noreply")
     }
 
-    /// Every token from index `from` on, however many there are. The line is split again
-    /// only when it had more tokens than were kept.
+    /// Every token from index `from` on, however many there are.
     pub(crate) fn all_from(&self, from: usize) -> impl Iterator<Item = &'a [u8]> {
-        let all_kept = self.total == self.kept_len;
-        let kept: &[&'a [u8]] = if all_kept {
-            &self.kept[from.min(self.kept_len)..self.kept_len]
-        } else {
-            &[]
-        };
-        let resplit = (!all_kept).then(|| split(self.line).skip(from));
-        kept.iter().copied().chain(resplit.into_iter().flatten())
+        split(self.line).skip(from)
     }
 }
 
