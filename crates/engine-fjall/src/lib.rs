@@ -162,7 +162,7 @@ impl Engine for FjallEngine {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, EngineError> {
         self.keyspace(table)
             .get(key)
-            .map(|found| found.map(Bytes::from))
+            .map(|found| found.map(Bytes::from_owner))
             .map_err(|e| storage(&e))
     }
 
@@ -170,12 +170,14 @@ impl Engine for FjallEngine {
         // Flush the journal to the OS before returning: the acknowledgement of a write may
         // follow immediately, and it must survive a process crash.
         let mut commit = self.db.batch().durability(Some(PersistMode::Buffer));
+        // Keys and values are copied into fjall's own byte type (see the workspace
+        // manifest for why we do not hand it our `Bytes`).
         for op in batch.into_ops() {
             match op {
                 WriteOp::Put { table, key, value } => {
-                    commit.insert(self.keyspace(table), key, value);
+                    commit.insert(self.keyspace(table), &key[..], &value[..]);
                 }
-                WriteOp::Delete { table, key } => commit.remove(self.keyspace(table), key),
+                WriteOp::Delete { table, key } => commit.remove(self.keyspace(table), &key[..]),
             }
         }
         commit.commit().map_err(|e| storage(&e))
@@ -211,7 +213,7 @@ impl Engine for FjallEngine {
             if !key.starts_with(prefix) {
                 break;
             }
-            out.push((Bytes::from(key), Bytes::from(value)));
+            out.push((Bytes::from_owner(key), Bytes::from_owner(value)));
         }
         Ok(out)
     }
