@@ -262,6 +262,7 @@ fn general(gw: &Gateway) -> Vec<(String, String)> {
         line("limit_maxbytes", gw.config.memory_limit_mb * 1024 * 1024),
         line("murakumo_disk_bytes", store.disk_bytes),
         line("murakumo_commit_groups", store.commit_groups),
+        line("murakumo_sweep_scans", store.sweep_scans),
     ];
     lines.extend(cluster(gw));
     lines

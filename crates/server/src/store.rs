@@ -106,6 +106,8 @@ pub struct StoreStats {
     pub total_items: AtomicU64,
     /// Expired or flushed records removed by the sweep (`reclaimed`).
     pub reclaimed: AtomicU64,
+    /// Partitions the sweep has scanned (it skips those with nothing to reclaim).
+    pub sweep_scans: AtomicU64,
     /// Commit groups written (each is one engine batch, and one fsync with `Always`).
     pub commit_groups: AtomicU64,
     /// Total time spent committing groups, in microseconds.
@@ -123,6 +125,8 @@ pub struct StoreStatsSnapshot {
     pub total_items: u64,
     /// `reclaimed`.
     pub reclaimed: u64,
+    /// Partitions the sweep has scanned.
+    pub sweep_scans: u64,
     /// Commit groups written.
     pub commit_groups: u64,
     /// Microseconds spent committing.
@@ -138,6 +142,11 @@ pub(crate) struct Shared {
     pub(crate) stats: StoreStats,
     /// Per namespace, per partition: records at or below this sequence were flushed.
     flushed: IdMap<NamespaceId, Vec<AtomicU64>>,
+    /// Per namespace, per partition: committed writes of records that can become
+    /// invisible without another write ([`needs_sweeping`]). The sweeper skips a partition
+    /// while this and its flush sequence are what they were when a scan of it last found
+    /// nothing it would have to come back for.
+    sweepable_writes: IdMap<NamespaceId, Vec<AtomicU64>>,
     /// Why the store went out of service. Set once, never cleared; a lock-free read,
     /// because every request checks it.
     failure: OnceLock<String>,
@@ -168,11 +177,15 @@ impl Shared {
     }
 
     pub(crate) fn flushed_seq(&self, namespace: NamespaceId, partition: PartitionId) -> &AtomicU64 {
-        static NONE: AtomicU64 = AtomicU64::new(0);
-        self.flushed
-            .get(&namespace)
-            .and_then(|v| v.get(usize::from(partition)))
-            .unwrap_or(&NONE)
+        partition_counter(&self.flushed, namespace, partition)
+    }
+
+    pub(crate) fn sweepable_writes(
+        &self,
+        namespace: NamespaceId,
+        partition: PartitionId,
+    ) -> &AtomicU64 {
+        partition_counter(&self.sweepable_writes, namespace, partition)
     }
 
     pub(crate) fn stopping(&self) -> bool {
@@ -185,6 +198,27 @@ impl Shared {
 }
 
 /// Whether a stored record is visible to clients at `now`.
+/// One partition's counter in a per-namespace table; a shared zero for a partition the
+/// table does not have (an unknown namespace is refused before anything reads these).
+fn partition_counter(
+    table: &IdMap<NamespaceId, Vec<AtomicU64>>,
+    namespace: NamespaceId,
+    partition: PartitionId,
+) -> &AtomicU64 {
+    static NONE: AtomicU64 = AtomicU64::new(0);
+    table
+        .get(&namespace)
+        .and_then(|v| v.get(usize::from(partition)))
+        .unwrap_or(&NONE)
+}
+
+/// Whether a record can become invisible while nothing writes its key again (it expires,
+/// or it is a tombstone), so that the sweep has to come back for it. Flushed records are
+/// tracked by the flush sequence instead.
+pub(crate) fn needs_sweeping(header: &ItemHeader) -> bool {
+    header.expires_at != 0 || header.state.has(ItemState::TOMBSTONE)
+}
+
 pub(crate) fn is_visible(header: &ItemHeader, now: u32, flushed_seq: u64) -> bool {
     !header.state.has(ItemState::TOMBSTONE)
         && !is_expired(header.expires_at, now)
@@ -246,12 +280,17 @@ impl Store {
                 (*ns, seqs)
             })
             .collect();
+        let sweepable_writes = partitions
+            .iter()
+            .map(|(ns, states)| (*ns, states.iter().map(|_| AtomicU64::new(0)).collect()))
+            .collect();
         let (sweep_wake, sweep_wakeups) = bounded(1);
         let shared = Arc::new(Shared {
             engine,
             clock,
             stats: StoreStats::default(),
             flushed,
+            sweepable_writes,
             failure: OnceLock::new(),
             cache: ItemCache::new(config.item_cache_bytes),
             writes_committed: AtomicU64::new(0),
@@ -558,6 +597,7 @@ impl Store {
             bytes: s.bytes.load(Ordering::Relaxed),
             total_items: s.total_items.load(Ordering::Relaxed),
             reclaimed: s.reclaimed.load(Ordering::Relaxed),
+            sweep_scans: s.sweep_scans.load(Ordering::Relaxed),
             commit_groups: s.commit_groups.load(Ordering::Relaxed),
             commit_micros: s.commit_micros.load(Ordering::Relaxed),
             disk_bytes: self.shared.engine.disk_space(),
@@ -681,21 +721,57 @@ fn run_syncer(shared: &Shared, interval: Duration) {
     }
 }
 
-/// Walks every partition, finds records that are no longer visible (expired, flushed), and
+/// Walks the partitions, finds records that are no longer visible (expired, flushed), and
 /// asks the writer to remove them. The writer re-checks each one, so a key rewritten
 /// between the scan and the removal is never lost.
+///
+/// A partition is scanned only when it may hold something to reclaim: a scan reads every
+/// record of the partition (values included), so scanning all data every pass would cost
+/// a large store a full read of its disk for nothing when its items do not expire. After
+/// a scan that leaves nothing to come back for (every record it saw either never lapses
+/// or was handed to the writer for removal), the partition is skipped until a record
+/// that can lapse is written to it or it is flushed. Each process scans everything once
+/// after it starts, since that knowledge is not persisted.
 fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, wakeups: &Receiver<()>, config: SweepConfig) {
     let namespaces: Vec<NamespaceId> = shared.flushed.keys().copied().collect();
     let chunk = config.chunk.max(1);
+    // Per namespace and partition: `(sweepable writes, flush sequence)` as they were when
+    // a scan began that then left nothing to come back for.
+    let mut clean: IdMap<NamespaceId, Vec<Option<(u64, u64)>>> = namespaces
+        .iter()
+        .map(|&ns| (ns, vec![None; usize::from(PARTITIONS)]))
+        .collect();
     loop {
         for &namespace in &namespaces {
             for partition in 0..PARTITIONS {
                 if shared.stopping.load(Ordering::Acquire) || shared.failure().is_some() {
                     return;
                 }
-                if sweep_partition(shared, jobs, namespace, partition, chunk).is_err() {
-                    return;
+                // Read before the scan, so that a write or flush that lands during it
+                // makes the next pass look again.
+                let marks = (
+                    shared
+                        .sweepable_writes(namespace, partition)
+                        .load(Ordering::Acquire),
+                    shared
+                        .flushed_seq(namespace, partition)
+                        .load(Ordering::Acquire),
+                );
+                let Some(slot) = clean
+                    .get_mut(&namespace)
+                    .and_then(|slots| slots.get_mut(usize::from(partition)))
+                else {
+                    continue;
+                };
+                if *slot == Some(marks) {
+                    continue;
                 }
+                let Ok(left_nothing) = sweep_partition(shared, jobs, namespace, partition, chunk)
+                else {
+                    return;
+                };
+                shared.stats.sweep_scans.fetch_add(1, Ordering::Relaxed);
+                *slot = left_nothing.then_some(marks);
                 if !config.partition_pause.is_zero() {
                     std::thread::sleep(config.partition_pause);
                 }
@@ -709,15 +785,19 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, wakeups: &Receiver<()>, conf
     }
 }
 
+/// Scans one partition and hands its invisible records to the writer for removal.
+/// `Ok(true)` if no record it left behind can lapse later (see [`needs_sweeping`]);
+/// `Err` if the engine failed (the store is then out of service) or the writer is gone.
 fn sweep_partition(
     shared: &Shared,
     jobs: &Sender<Job>,
     namespace: NamespaceId,
     partition: PartitionId,
     chunk: usize,
-) -> Result<(), ()> {
+) -> Result<bool, ()> {
     let prefix = partition_prefix(namespace, partition);
     let mut start = prefix.to_vec();
+    let mut left_nothing = true;
     loop {
         let entries = match shared.engine.scan(Table::Items, &prefix, &start, chunk) {
             Ok(entries) => entries,
@@ -737,6 +817,8 @@ fn sweep_partition(
             };
             if !is_visible(&header, now, flushed) {
                 candidates.push((key.slice(prefix.len()..), header.seq));
+            } else if needs_sweeping(&header) {
+                left_nothing = false;
             }
         }
         if !candidates.is_empty()
@@ -752,7 +834,7 @@ fn sweep_partition(
         }
         match entries.last() {
             Some((last, _)) if entries.len() == chunk => start = successor(last),
-            _ => return Ok(()),
+            _ => return Ok(left_nothing),
         }
     }
 }

@@ -36,7 +36,7 @@ use crate::ops::{
 };
 use crate::partition::{PartitionState, pending_flush_key, state_key};
 use crate::placement::PARTITIONS;
-use crate::store::{Shared, is_visible, item_from_record};
+use crate::store::{Shared, is_visible, item_from_record, needs_sweeping};
 use crate::{FastMap, IdMap, IdSet};
 
 /// Most jobs evaluated into one batch; bounds the latency a single group can add.
@@ -125,6 +125,9 @@ struct Group {
     /// Every item change of the group in order (new record, or `None` for a removal),
     /// published to the item cache once the batch is committed.
     changes: Vec<(Bytes, Option<Bytes>)>,
+    /// The partition of every record written that the sweep will have to revisit
+    /// (`needs_sweeping`); the sweeper hears of them once they are committed.
+    sweepable: Vec<(NamespaceId, PartitionId)>,
     /// Records added (net) and stores performed, for the global counters.
     stored: u64,
     /// Persist every partition's counters with this group (shutdown).
@@ -169,6 +172,7 @@ impl Group {
         self.dirty.clear();
         self.replies.clear();
         self.changes.clear();
+        self.sweepable.clear();
         self.stored = 0;
         self.checkpoint = false;
     }
@@ -620,6 +624,9 @@ impl Writer {
         header.cas = cas.unwrap_or_else(|| generated_cas(state.seq, slot.partition));
         let removed = physical.map(|old| record_size(&slot.key, &old.value));
         self.account(slot, Some(record_size(&slot.key, &value)), removed);
+        if needs_sweeping(&header) {
+            group.sweepable.push((slot.namespace, slot.partition));
+        }
         let record = Record { header, value };
         let encoded = record.encode();
         group
@@ -759,6 +766,12 @@ impl Writer {
         // stale from the cache.
         for (key, record) in &group.changes {
             self.shared.cache.update(key, record.as_deref());
+        }
+        // Only now: a sweep that reads the new count must find these records in the engine.
+        for (namespace, partition) in group.sweepable.drain(..) {
+            self.shared
+                .sweepable_writes(namespace, partition)
+                .fetch_add(1, Ordering::Release);
         }
         let stats = &self.shared.stats;
         stats.total_items.fetch_add(group.stored, Ordering::Relaxed);

@@ -481,6 +481,61 @@ async fn sweep_reclaims_expired_records() {
     store.shutdown().await;
 }
 
+/// Polls `done` every 10 ms for up to 10 s; whether it came true.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..1000 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done()
+}
+
+#[tokio::test]
+async fn sweep_scans_only_partitions_that_can_hold_something_to_reclaim() {
+    let clock = Clock::manual(T0);
+    let config = StoreConfig {
+        sweep: SweepConfig {
+            pass_interval: Duration::from_millis(10),
+            partition_pause: Duration::ZERO,
+            chunk: 4,
+        },
+        ..StoreConfig::default()
+    };
+    let store = Store::open(Arc::new(MemoryEngine::new()), config, clock.clone()).unwrap();
+    let partitions = u64::from(murakumo_server::placement::PARTITIONS);
+    for i in 0..50 {
+        store
+            .store(NS, req(&format!("k{i}"), "v", StoreMode::Set))
+            .await
+            .unwrap();
+    }
+    // The first pass scans everything; with nothing that can lapse, later passes scan
+    // nothing.
+    assert!(eventually(|| store.stats().sweep_scans >= partitions).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(store.stats().sweep_scans, partitions);
+
+    // A record with an expiry brings its partition back into every pass until it is gone.
+    let mut lapsing = req("lapsing", "v", StoreMode::Set);
+    lapsing.exptime = Exptime(5);
+    store.store(NS, lapsing).await.unwrap();
+    assert!(eventually(|| store.stats().sweep_scans >= partitions + 3).await);
+    clock.advance(5);
+    assert!(eventually(|| store.stats().reclaimed == 1).await);
+    let after_reclaim = store.stats().sweep_scans;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(store.stats().sweep_scans, after_reclaim);
+    assert_eq!(store.stats().curr_items, 50);
+
+    // A flush brings back the partitions it emptied, and the sweep reclaims them.
+    store.flush_all(NS, 0).await.unwrap();
+    assert!(eventually(|| store.stats().curr_items == 0).await);
+    assert_eq!(store.stats().reclaimed, 51);
+    store.shutdown().await;
+}
+
 #[tokio::test]
 async fn shutdown_refuses_later_writes() {
     let (store, _) = open();
