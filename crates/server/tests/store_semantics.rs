@@ -27,6 +27,22 @@ fn open() -> (Store, Clock) {
     (store, clock)
 }
 
+/// A store whose sweep passes come every `pass_interval` without pauses, scanning
+/// `chunk` records at a time (small, so that a pass takes several scans).
+fn open_sweeping_every(pass_interval: Duration, chunk: usize) -> (Store, Clock) {
+    let clock = Clock::manual(T0);
+    let config = StoreConfig {
+        sweep: SweepConfig {
+            pass_interval,
+            partition_pause: Duration::ZERO,
+            chunk,
+        },
+        ..StoreConfig::default()
+    };
+    let store = Store::open(Arc::new(MemoryEngine::new()), config, clock.clone()).unwrap();
+    (store, clock)
+}
+
 fn req(key: &str, value: &str, mode: StoreMode) -> StoreRequest {
     StoreRequest {
         mode,
@@ -453,16 +469,7 @@ async fn vivify_and_recache() {
 
 #[tokio::test]
 async fn sweep_reclaims_expired_records() {
-    let clock = Clock::manual(T0);
-    let config = StoreConfig {
-        sweep: SweepConfig {
-            pass_interval: Duration::from_millis(20),
-            partition_pause: Duration::ZERO,
-            chunk: 3,
-        },
-        ..StoreConfig::default()
-    };
-    let store = Store::open(Arc::new(MemoryEngine::new()), config, clock.clone()).unwrap();
+    let (store, clock) = open_sweeping_every(Duration::from_millis(20), 3);
     for i in 0..50 {
         let mut r = req(&format!("k{i}"), "v", StoreMode::Set);
         r.exptime = Exptime(if i % 2 == 0 { 5 } else { 0 });
@@ -494,16 +501,7 @@ async fn eventually(mut done: impl FnMut() -> bool) -> bool {
 
 #[tokio::test]
 async fn sweep_scans_only_partitions_that_can_hold_something_to_reclaim() {
-    let clock = Clock::manual(T0);
-    let config = StoreConfig {
-        sweep: SweepConfig {
-            pass_interval: Duration::from_millis(10),
-            partition_pause: Duration::ZERO,
-            chunk: 4,
-        },
-        ..StoreConfig::default()
-    };
-    let store = Store::open(Arc::new(MemoryEngine::new()), config, clock.clone()).unwrap();
+    let (store, clock) = open_sweeping_every(Duration::from_millis(10), 4);
     let partitions = u64::from(murakumo_server::placement::PARTITIONS);
     for i in 0..50 {
         store
