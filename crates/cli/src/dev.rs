@@ -60,9 +60,9 @@ pub struct DevArgs {
     /// Largest value accepted, in bytes (memcached -I).
     #[arg(long, short = 'I', default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=128 * 1024 * 1024))]
     max_item_size: u64,
-    /// Memory for caching items, in MiB: a quarter for hot items in front of the storage
-    /// engine, the rest for the engine's block cache. Without it, the last
-    /// `cache_memlimit` a client sent is used, else 256.
+    /// Memory for items, in MiB: a quarter for hot items in front of the storage engine,
+    /// the rest for the engine's write buffer (a sixth of it, at most 64 MiB) and block
+    /// cache. Without it, the last `cache_memlimit` a client sent is used, else 256.
     #[arg(long, short = 'm')]
     cache_mb: Option<u64>,
     /// Require SASL PLAIN on binary connections, with users from this file
@@ -82,14 +82,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .unwrap_or(DEFAULT_CACHE_MB),
     };
     // A quarter of the memory goes to the cache of hot items in front of the engine (a
-    // hash lookup), the rest to the engine's block cache.
+    // hash lookup), the rest to the engine: its write buffer and block cache.
     let cache_bytes = cache_mb * 1024 * 1024;
     let item_cache_bytes = cache_bytes / 4;
     let engine = FjallEngine::open(
         &args.data_dir.join("store"),
-        FjallOptions {
-            cache_bytes: cache_bytes - item_cache_bytes,
-        },
+        FjallOptions::within(cache_bytes - item_cache_bytes),
     )
     .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let sync = match args.sync {

@@ -76,3 +76,45 @@ fn the_active_journal_is_the_highest_id_by_number() {
         None
     );
 }
+
+#[test]
+fn memory_budget_split() {
+    const MIB: u64 = 1024 * 1024;
+    let default = FjallOptions::default();
+    assert_eq!(
+        (default.memtable_bytes, default.cache_bytes),
+        (32 * MIB, 160 * MIB)
+    );
+    // A tiny budget still gets a workable write buffer; a large one caps it at fjall's
+    // default and gives the rest to the block cache.
+    let tiny = FjallOptions::within(MIB);
+    assert_eq!((tiny.memtable_bytes, tiny.cache_bytes), (4 * MIB, 0));
+    let large = FjallOptions::within(4096 * MIB);
+    assert_eq!(
+        (large.memtable_bytes, large.cache_bytes),
+        (64 * MIB, 4032 * MIB)
+    );
+}
+
+#[test]
+fn a_tiny_budget_serves_more_than_its_write_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = FjallEngine::open(dir.path(), FjallOptions::within(0)).unwrap();
+    // 8 MiB of values through a 4 MiB write buffer, all of them readable afterwards.
+    let value = vec![7u8; 64 * 1024];
+    for i in 0..128u32 {
+        let mut batch = WriteBatch::new();
+        batch.put(Table::Items, i.to_be_bytes().to_vec(), value.clone());
+        engine.write(batch).unwrap();
+    }
+    engine.sync().unwrap();
+    for i in 0..128u32 {
+        assert_eq!(
+            engine
+                .get(Table::Items, &i.to_be_bytes())
+                .unwrap()
+                .as_deref(),
+            Some(&value[..])
+        );
+    }
+}
