@@ -61,8 +61,9 @@ pub struct DevArgs {
     #[arg(long, short = 'I', default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=128 * 1024 * 1024))]
     max_item_size: u64,
     /// Memory for items, in MiB: a quarter for hot items in front of the storage engine,
-    /// the rest for the engine's write buffer (a sixth of it, at most 64 MiB) and block
-    /// cache. Without it, the last `cache_memlimit` a client sent is used, else 256.
+    /// the rest for the engine's write buffer (a sixth of it, 4 to 64 MiB, fixed when the
+    /// data directory is created) and block cache. Without it, the last `cache_memlimit`
+    /// a client sent is used, else 256.
     #[arg(long, short = 'm')]
     cache_mb: Option<u64>,
     /// Require SASL PLAIN on binary connections, with users from this file

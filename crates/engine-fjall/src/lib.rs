@@ -39,9 +39,12 @@ impl FjallOptions {
     /// journals are capped at twice that (at least fjall's minimum of 64 MiB), which
     /// bounds the sealed memtables waiting for their flush. Measured on the 2-core test
     /// VM with the default 256 MiB (a 32 MiB memtable instead of 64 MiB): RSS after
-    /// loading 1 M items of 100 B fell from 146 to 108 MiB; the pipeline-1 1:10 load was
-    /// unchanged, sets alone were 13% faster (a shallower skiplist) and pipeline 16
-    /// within noise.
+    /// loading 1 M items of 100 B fell from 146 to 111 MiB; the pipeline-1 1:10 load was
+    /// unchanged within noise, sets alone were 13% faster (a shallower skiplist).
+    ///
+    /// fjall records a table's memtable size when it creates the table and ignores the
+    /// option afterwards, so the size chosen at a data directory's first start stays; a
+    /// later budget changes the caches and the journal cap only.
     pub fn within(bytes: u64) -> Self {
         let memtable_bytes = (bytes / 6).clamp(4 * MIB, 64 * MIB);
         Self {
