@@ -304,17 +304,17 @@ impl ItemCache {
         let generation = {
             let mut guard = self.shards[shard].lock();
             guard.generation += 1;
-            if !guard.remove(hash, key) || record.is_none() || self.shard_capacity == 0 {
+            if !guard.remove(hash, key) || self.shard_capacity == 0 {
                 return;
             }
             guard.generation
         };
+        let Some(record) = record else { return };
         // The old version is gone and the engine has the new one, so a reader that misses
         // meanwhile reads (and may cache) the new one. The copy is made outside the lock,
         // so the shard's readers wait for no copying; the entry goes in unless another
         // write touched the shard meanwhile (then a later read fills it) or such a reader
         // already cached it (its entry carries that read's fetch mark).
-        let Some(record) = record else { return };
         let entry = Entry::new(hash, key, record);
         let mut guard = self.shards[shard].lock();
         if guard.generation == generation && guard.find(hash, key).is_none() {

@@ -197,7 +197,6 @@ impl Shared {
     }
 }
 
-/// Whether a stored record is visible to clients at `now`.
 /// One partition's counter in a per-namespace table; a shared zero for a partition the
 /// table does not have (an unknown namespace is refused before anything reads these).
 fn partition_counter(
@@ -219,6 +218,7 @@ pub(crate) fn needs_sweeping(header: &ItemHeader) -> bool {
     header.expires_at != 0 || header.state.has(ItemState::TOMBSTONE)
 }
 
+/// Whether a stored record is visible to clients at `now`.
 pub(crate) fn is_visible(header: &ItemHeader, now: u32, flushed_seq: u64) -> bool {
     !header.state.has(ItemState::TOMBSTONE)
         && !is_expired(header.expires_at, now)
@@ -721,6 +721,9 @@ fn run_syncer(shared: &Shared, interval: Duration) {
     }
 }
 
+/// A partition's sweepable-write count and flush sequence, read when a scan of it begins.
+type SweepMarks = (u64, u64);
+
 /// Walks the partitions, finds records that are no longer visible (expired, flushed), and
 /// asks the writer to remove them. The writer re-checks each one, so a key rewritten
 /// between the scan and the removal is never lost.
@@ -733,17 +736,18 @@ fn run_syncer(shared: &Shared, interval: Duration) {
 /// that can lapse is written to it or it is flushed. Each process scans everything once
 /// after it starts, since that knowledge is not persisted.
 fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, wakeups: &Receiver<()>, config: SweepConfig) {
-    let namespaces: Vec<NamespaceId> = shared.flushed.keys().copied().collect();
     let chunk = config.chunk.max(1);
-    // Per namespace and partition: `(sweepable writes, flush sequence)` as they were when
-    // a scan began that then left nothing to come back for.
-    let mut clean: IdMap<NamespaceId, Vec<Option<(u64, u64)>>> = namespaces
-        .iter()
+    // Per namespace, per partition: the marks as they were when a scan began that then
+    // left nothing to come back for.
+    let mut clean: Vec<(NamespaceId, Vec<Option<SweepMarks>>)> = shared
+        .flushed
+        .keys()
         .map(|&ns| (ns, vec![None; usize::from(PARTITIONS)]))
         .collect();
     loop {
-        for &namespace in &namespaces {
-            for partition in 0..PARTITIONS {
+        for (namespace, slots) in &mut clean {
+            let namespace = *namespace;
+            for (partition, slot) in (0..PARTITIONS).zip(slots.iter_mut()) {
                 if shared.stopping.load(Ordering::Acquire) || shared.failure().is_some() {
                     return;
                 }
@@ -757,12 +761,6 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, wakeups: &Receiver<()>, conf
                         .flushed_seq(namespace, partition)
                         .load(Ordering::Acquire),
                 );
-                let Some(slot) = clean
-                    .get_mut(&namespace)
-                    .and_then(|slots| slots.get_mut(usize::from(partition)))
-                else {
-                    continue;
-                };
                 if *slot == Some(marks) {
                     continue;
                 }
