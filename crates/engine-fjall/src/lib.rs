@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use murakumo_engine::{Engine, EngineError, KeyValue, Table, WriteBatch, WriteOp};
+use murakumo_engine::{Engine, EngineError, KeyHead, KeyValue, Table, WriteBatch, WriteOp};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -253,6 +253,34 @@ impl Engine for FjallEngine {
                 break;
             }
             out.push((Bytes::from_owner(key), Bytes::from_owner(value)));
+        }
+        Ok(out)
+    }
+
+    fn scan_heads(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        head_len: usize,
+    ) -> Result<Vec<KeyHead>, EngineError> {
+        let from = if start > prefix { start } else { prefix };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for guard in self.keyspace(table).range(from..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = guard.into_inner().map_err(|e| storage(&e))?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            // The value is dropped here; only its head is kept.
+            out.push(KeyHead {
+                key: Bytes::from_owner(key),
+                head: Bytes::copy_from_slice(&value[..head_len.min(value.len())]),
+                value_len: value.len(),
+            });
         }
         Ok(out)
     }

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use crate::{Engine, Table, WriteBatch};
+use crate::{Engine, KeyHead, Table, WriteBatch};
 
 /// Runs every check against engines produced by `fresh`. Panics (test failure) on the
 /// first violation.
@@ -19,6 +19,7 @@ pub fn run_all<E: Engine>(fresh: impl Fn() -> E) {
     tables_are_separate(&fresh());
     scans_respect_prefix_start_and_limit(&fresh());
     scan_resumes_with_successor(&fresh());
+    head_scans_keep_only_the_start_of_each_value(&fresh());
 }
 
 fn get_sees_written_batches<E: Engine>(engine: &E) {
@@ -122,4 +123,35 @@ fn scan_resumes_with_successor<E: Engine>(engine: &E) {
         seen += chunk.len();
     }
     assert_eq!(seen, 100);
+}
+
+fn head_scans_keep_only_the_start_of_each_value<E: Engine>(engine: &E) {
+    let mut batch = WriteBatch::new();
+    batch.put(Table::Items, &b"h/long"[..], vec![7u8; 100_000]);
+    batch.put(Table::Items, &b"h/short"[..], &b"abc"[..]);
+    batch.put(Table::Items, &b"i/other"[..], &b"xyz"[..]);
+    batch.put(Table::Meta, &b"h/meta"[..], &b"m"[..]);
+    engine.write(batch).unwrap();
+    let head = |key: &'static [u8], head: &'static [u8], value_len| KeyHead {
+        key: Bytes::from_static(key),
+        head: Bytes::from_static(head),
+        value_len,
+    };
+    assert_eq!(
+        engine.scan_heads(Table::Items, b"h/", b"", 10, 4).unwrap(),
+        vec![
+            head(b"h/long", &[7; 4], 100_000),
+            head(b"h/short", b"abc", 3)
+        ]
+    );
+    assert_eq!(
+        engine
+            .scan_heads(Table::Items, b"h/", b"h/s", 10, 4)
+            .unwrap(),
+        vec![head(b"h/short", b"abc", 3)]
+    );
+    assert_eq!(
+        engine.scan_heads(Table::Items, b"h/", b"", 1, 0).unwrap(),
+        vec![head(b"h/long", b"", 100_000)]
+    );
 }

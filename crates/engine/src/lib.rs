@@ -131,6 +131,18 @@ pub enum EngineError {
 /// A key-value pair returned by a scan.
 pub type KeyValue = (Bytes, Bytes);
 
+/// An entry returned by [`Engine::scan_heads`]: a key, the start of its value, and the
+/// value's whole length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHead {
+    /// Engine key.
+    pub key: Bytes,
+    /// The first bytes of the value (all of it if it is shorter than asked for).
+    pub head: Bytes,
+    /// Length of the whole value.
+    pub value_len: usize,
+}
+
 /// What the store needs from a storage engine.
 ///
 /// The contract, which both engines are tested against:
@@ -164,6 +176,22 @@ pub trait Engine: Send + Sync + 'static {
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, EngineError>;
+
+    /// Like [`scan`](Self::scan), but each entry keeps only the first `head_len` bytes of
+    /// its value (and the value's length).
+    ///
+    /// Why: walks over whole partitions (the expiry sweep, key dumps) need each record's
+    /// header, not its value. A chunk of full values costs the chunk length times the
+    /// largest value in memory (512 MiB for 512 records of 1 MiB); a chunk of heads costs
+    /// a few dozen bytes per record.
+    fn scan_heads(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        head_len: usize,
+    ) -> Result<Vec<KeyHead>, EngineError>;
 
     /// Bytes the engine occupies on disk (0 for memory engines); for `stats`.
     fn disk_space(&self) -> u64;

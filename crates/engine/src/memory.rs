@@ -6,7 +6,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 use parking_lot::RwLock;
 
-use crate::{Engine, EngineError, KeyValue, Table, WriteBatch, WriteOp};
+use crate::{Engine, EngineError, KeyHead, KeyValue, Table, WriteBatch, WriteOp};
 
 /// An in-memory engine.
 ///
@@ -84,6 +84,29 @@ impl Engine for MemoryEngine {
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn scan_heads(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        head_len: usize,
+    ) -> Result<Vec<KeyHead>, EngineError> {
+        let from = if start > prefix { start } else { prefix };
+        let map = self.table(table).read();
+        Ok(map
+            .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| KeyHead {
+                key: k.clone(),
+                // A copy, so the chunk never keeps an overwritten value alive.
+                head: Bytes::copy_from_slice(&v[..head_len.min(v.len())]),
+                value_len: v.len(),
+            })
             .collect())
     }
 

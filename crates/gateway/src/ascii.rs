@@ -110,11 +110,12 @@ impl Connection {
                 }
                 StatsReply::Reset => self.out.extend_from_slice(b"RESET\r\n"),
                 StatsReply::Items(items) => {
-                    for (key, size, expires_at) in items {
+                    for item in items {
                         self.out.extend_from_slice(b"ITEM ");
-                        self.out.extend_from_slice(&key);
+                        self.out.extend_from_slice(&item.key);
                         self.out.extend_from_slice(
-                            format!(" [{size} b; {expires_at} s]\r\n").as_bytes(),
+                            format!(" [{} b; {} s]\r\n", item.value_len, item.expires_at)
+                                .as_bytes(),
                         );
                     }
                     ascii::encode_response(&Response::End, &mut self.out);

@@ -5,8 +5,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 
+use murakumo_server::ops::{ItemCursor, ItemSummary};
+
 use crate::Gateway;
 use crate::config::VERSION;
+
+/// Records examined per store call while listing items: small enough that a call is
+/// brief, large enough that the calls' overhead does not matter.
+pub(crate) const SCAN_CHUNK: usize = 256;
 
 /// Stripes per counter: enough that each connection thread has its own.
 const STRIPES: usize = 16;
@@ -164,8 +170,8 @@ pub(crate) enum StatsReply {
     Lines(Vec<(String, String)>),
     /// `stats reset`.
     Reset,
-    /// `stats cachedump`: (key, value size, expiry) of stored items.
-    Items(Vec<(bytes::Bytes, usize, u32)>),
+    /// `stats cachedump`: the items to list.
+    Items(Vec<ItemSummary>),
     /// A group we do not have.
     Unknown,
 }
@@ -202,10 +208,16 @@ fn cachedump(gw: &Gateway, args: &[u8]) -> StatsReply {
         Ok(0) | Err(_) => MAX_ITEMS,
         Ok(n) => n.min(MAX_ITEMS),
     };
-    match gw.store.list_items(gw.namespace, limit) {
-        Ok(items) => StatsReply::Items(items),
-        Err(_) => StatsReply::Unknown,
+    let mut cursor = ItemCursor::new();
+    let mut items = Vec::new();
+    while items.len() < limit && !cursor.is_done() {
+        match gw.store.scan_items(gw.namespace, &mut cursor, SCAN_CHUNK) {
+            Ok(found) => items.extend(found),
+            Err(_) => return StatsReply::Unknown,
+        }
     }
+    items.truncate(limit);
+    StatsReply::Items(items)
 }
 
 fn line(name: &str, value: impl std::fmt::Display) -> (String, String) {

@@ -317,3 +317,48 @@ pub enum FetchOutcome {
         expires_before: u32,
     },
 }
+
+/// An item as a key dump lists it (memcached's `lru_crawler metadump` and
+/// `stats cachedump`): its metadata, without the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemSummary {
+    /// The client's key.
+    pub key: Bytes,
+    /// Length of the value.
+    pub value_len: usize,
+    /// What the item costs in the `bytes` stat: key, header and value as stored.
+    pub stored_size: u64,
+    /// Client flags.
+    pub client_flags: u32,
+    /// CAS token.
+    pub cas: u64,
+    /// Absolute expiry, Unix seconds; 0 = never.
+    pub expires_at: u32,
+    /// Earlier fetches, as a meta `h`/`l` would report them (without counting as a fetch).
+    pub access: crate::AccessInfo,
+}
+
+/// Where a walk over a namespace's items stands; see
+/// [`Store::scan_items`](crate::Store::scan_items).
+///
+/// It is a position, not a snapshot: items written behind it are not seen, items written
+/// ahead of it are, which is what memcached's crawler gives too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemCursor {
+    /// The partition being walked; `PARTITIONS` once the walk is over.
+    pub(crate) partition: u16,
+    /// The first engine key of that partition not yet examined (`None`: its beginning).
+    pub(crate) start: Option<Vec<u8>>,
+}
+
+impl ItemCursor {
+    /// A walk from the first item.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether every partition has been walked.
+    pub fn is_done(&self) -> bool {
+        self.partition >= crate::placement::PARTITIONS
+    }
+}

@@ -5,12 +5,11 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use murakumo_engine::keys::{
     DEFAULT_NAMESPACE, NamespaceId, PartitionId, item_key, partition_prefix, successor,
 };
-use murakumo_engine::record::{ItemHeader, ItemState, Record, decode_header};
+use murakumo_engine::record::{HEADER_LEN, ItemHeader, ItemState, Record, decode_header};
 use murakumo_engine::{Engine, EngineError, Table, WriteBatch};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -23,7 +22,7 @@ use crate::error::StoreError;
 use crate::expiry::is_expired;
 use crate::ops::{
     ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, FetchOutcome, FetchRequest, Item,
-    ItemRef, RawRecord, StoreOutcome, StoreRequest,
+    ItemCursor, ItemRef, ItemSummary, RawRecord, StoreOutcome, StoreRequest,
 };
 use crate::partition::{
     FORMAT_KEY, FORMAT_VERSION, PARTITION_STATE_PREFIX, PENDING_FLUSH_PREFIX, PartitionState,
@@ -539,53 +538,61 @@ impl Store {
         answer.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
-    /// Up to `limit` visible items of `namespace` in key order, as (key, value size,
-    /// expiry): memcached's `stats cachedump`, for operators peeking at what is stored.
-    pub fn list_items(
+    /// Examines up to `limit` records of `namespace` from `cursor` on, moves the cursor
+    /// past them, and returns the visible ones among them (partition by partition, in key
+    /// order within each). Call again until [`ItemCursor::is_done`]; a call may return
+    /// nothing before the walk is over.
+    ///
+    /// Why a cursor rather than a list: a key dump of a large store runs on a connection
+    /// thread, between writes of its reply. Each call is one short engine scan of record
+    /// headers (never values), so neither the thread nor the memory is held for long.
+    pub fn scan_items(
         &self,
         namespace: NamespaceId,
+        cursor: &mut ItemCursor,
         limit: usize,
-    ) -> Result<Vec<(Bytes, usize, u32)>, StoreError> {
+    ) -> Result<Vec<ItemSummary>, StoreError> {
         self.available()?;
         let Some(flushed) = self.shared.flushed.get(&namespace) else {
             return Err(StoreError::UnknownNamespace(namespace));
         };
         let now = self.shared.clock.now();
+        let limit = limit.max(1);
+        let mut examined = 0;
         let mut found = Vec::new();
-        for partition in 0..PARTITIONS {
+        while examined < limit && !cursor.is_done() {
+            let partition = cursor.partition;
             let prefix = partition_prefix(namespace, partition);
-            let flushed_seq = flushed[usize::from(partition)].load(Ordering::Acquire);
-            let mut start = prefix.to_vec();
-            while found.len() < limit {
-                let chunk = self
-                    .shared
-                    .engine
-                    .scan(
-                        Table::Items,
-                        &prefix,
-                        &start,
-                        (limit - found.len()).min(512),
-                    )
-                    .map_err(|e| self.failed(&e))?;
-                let Some((last, _)) = chunk.last() else { break };
-                start = successor(last);
-                let exhausted = chunk.len() < (limit - found.len()).min(512);
-                for (key, value) in chunk {
-                    let record = Record::decode(&value).map_err(|e| self.failed(&e.into()))?;
-                    if is_visible(&record.header, now, flushed_seq) {
-                        let user_key = key.slice(prefix.len()..);
-                        found.push((user_key, record.value.len(), record.header.expires_at));
-                    }
-                }
-                if exhausted {
-                    break;
-                }
+            let start = cursor.start.take().unwrap_or_else(|| prefix.to_vec());
+            let wanted = limit - examined;
+            let chunk = self
+                .shared
+                .engine
+                .scan_heads(Table::Items, &prefix, &start, wanted, HEADER_LEN)
+                .map_err(|e| self.failed(&e))?;
+            examined += chunk.len();
+            match chunk.last() {
+                Some(last) if chunk.len() == wanted => cursor.start = Some(successor(&last.key)),
+                _ => cursor.partition += 1,
             }
-            if found.len() >= limit {
-                break;
+            let flushed_seq = flushed[usize::from(partition)].load(Ordering::Acquire);
+            for entry in chunk {
+                let header = decode_header(&entry.head).map_err(|e| self.failed(&e.into()))?;
+                if !is_visible(&header, now, flushed_seq) {
+                    continue;
+                }
+                let previous_fetch = self.shared.cache.record_fetch(&entry.key, header.seq, None);
+                found.push(ItemSummary {
+                    key: entry.key.slice(prefix.len()..),
+                    value_len: entry.value_len.saturating_sub(HEADER_LEN),
+                    stored_size: (entry.key.len() + entry.value_len) as u64,
+                    client_flags: header.client_flags,
+                    cas: header.cas,
+                    expires_at: header.expires_at,
+                    access: AccessInfo::new(previous_fetch, header.written_at),
+                });
             }
         }
-        found.truncate(limit);
         Ok(found)
     }
 
@@ -729,8 +736,9 @@ type SweepMarks = (u64, u64);
 /// between the scan and the removal is never lost.
 ///
 /// A partition is scanned only when it may hold something to reclaim: a scan reads every
-/// record of the partition (values included), so scanning all data every pass would cost
-/// a large store a full read of its disk for nothing when its items do not expire. After
+/// record of the partition from the engine (values included, though it keeps only their
+/// headers), so scanning all data every pass would cost a large store a full read of its
+/// disk for nothing when its items do not expire. After
 /// a scan that leaves nothing to come back for (every record it saw either never lapses
 /// or was handed to the writer for removal), the partition is skipped until a record
 /// that can lapse is written to it or it is flushed. Each process scans everything once
@@ -797,24 +805,28 @@ fn sweep_partition(
     let mut start = prefix.to_vec();
     let mut left_nothing = true;
     loop {
-        let entries = match shared.engine.scan(Table::Items, &prefix, &start, chunk) {
-            Ok(entries) => entries,
-            Err(err) => {
-                shared.fail(&err);
-                return Err(());
-            }
-        };
+        let entries =
+            match shared
+                .engine
+                .scan_heads(Table::Items, &prefix, &start, chunk, HEADER_LEN)
+            {
+                Ok(entries) => entries,
+                Err(err) => {
+                    shared.fail(&err);
+                    return Err(());
+                }
+            };
         let now = shared.clock.now();
         let flushed = shared
             .flushed_seq(namespace, partition)
             .load(Ordering::Acquire);
         let mut candidates = Vec::new();
-        for (key, value) in &entries {
-            let Ok(header) = decode_header(value) else {
+        for entry in &entries {
+            let Ok(header) = decode_header(&entry.head) else {
                 continue;
             };
             if !is_visible(&header, now, flushed) {
-                candidates.push((key.slice(prefix.len()..), header.seq));
+                candidates.push((entry.key.slice(prefix.len()..), header.seq));
             } else if needs_sweeping(&header) {
                 left_nothing = false;
             }
@@ -831,7 +843,7 @@ fn sweep_partition(
             return Err(());
         }
         match entries.last() {
-            Some((last, _)) if entries.len() == chunk => start = successor(last),
+            Some(last) if entries.len() == chunk => start = successor(&last.key),
             _ => return Ok(left_nothing),
         }
     }

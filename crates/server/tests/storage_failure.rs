@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use murakumo_engine::keys::DEFAULT_NAMESPACE as NS;
-use murakumo_engine::{Engine, EngineError, KeyValue, MemoryEngine, Table, WriteBatch};
+use murakumo_engine::{Engine, EngineError, KeyHead, KeyValue, MemoryEngine, Table, WriteBatch};
 use murakumo_server::ops::{StoreOutcome, StoreRequest};
 use murakumo_server::{Clock, Store, StoreConfig, StoreError, SyncPolicy};
 
@@ -44,6 +44,16 @@ impl Engine for FlakyEngine {
         limit: usize,
     ) -> Result<Vec<KeyValue>, EngineError> {
         self.inner.scan(table, prefix, start, limit)
+    }
+    fn scan_heads(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        head_len: usize,
+    ) -> Result<Vec<KeyHead>, EngineError> {
+        self.inner.scan_heads(table, prefix, start, limit, head_len)
     }
     fn disk_space(&self) -> u64 {
         0

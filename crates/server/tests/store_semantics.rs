@@ -10,7 +10,7 @@ use murakumo_engine::MemoryEngine;
 use murakumo_engine::keys::DEFAULT_NAMESPACE as NS;
 use murakumo_server::ops::{
     ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, FetchOutcome, FetchRequest,
-    StoreMode, StoreOutcome, StoreRequest,
+    ItemCursor, StoreMode, StoreOutcome, StoreRequest,
 };
 use murakumo_server::{Clock, Exptime, Store, StoreConfig, StoreError, SweepConfig};
 
@@ -559,24 +559,84 @@ async fn unknown_namespace_is_an_error() {
 }
 
 #[tokio::test]
-async fn list_items_skips_invisible_and_respects_the_limit() {
-    let (store, _) = open();
-    for i in 0..20 {
-        store
-            .store(NS, req(&format!("k{i}"), "v", StoreMode::Set))
-            .await
-            .unwrap();
+async fn an_item_walk_lists_every_visible_item_once_in_bounded_steps() {
+    let (store, clock) = open();
+    let mut cas_of = std::collections::HashMap::new();
+    for i in 0..300 {
+        let mut request = req(&format!("k{i}"), "value", StoreMode::Set);
+        request.client_flags = i;
+        request.exptime = Exptime(if i.is_multiple_of(2) { 0 } else { 100 });
+        let StoreOutcome::Stored { cas } = store.store(NS, request).await.unwrap() else {
+            panic!("set refused");
+        };
+        cas_of.insert(format!("k{i}"), cas);
     }
     let mut expired = req("expired", "v", StoreMode::Set);
-    expired.exptime = Exptime(-1);
+    expired.exptime = Exptime(5);
     store.store(NS, expired).await.unwrap();
-    let all = store.list_items(NS, 100).unwrap();
-    assert_eq!(all.len(), 20);
-    assert!(
-        all.iter()
-            .all(|(key, size, _)| key.starts_with(b"k") && *size == 1)
+    store
+        .store(NS, req("deleted", "v", StoreMode::Set))
+        .await
+        .unwrap();
+    store
+        .delete(NS, DeleteRequest::new("deleted"))
+        .await
+        .unwrap();
+    let walk = |limit| {
+        let mut cursor = ItemCursor::new();
+        let mut items = Vec::new();
+        while !cursor.is_done() {
+            items.extend(store.scan_items(NS, &mut cursor, limit).unwrap());
+        }
+        items
+    };
+    let sizes: u64 = walk(1000).iter().map(|item| item.stored_size).sum();
+    assert_eq!(sizes, store.stats().bytes, "sizes add up to the bytes stat");
+    clock.advance(10);
+    store.get(NS, b"k7").unwrap();
+
+    let mut cursor = ItemCursor::new();
+    let mut seen = std::collections::HashMap::new();
+    let mut calls = 0;
+    while !cursor.is_done() {
+        let chunk = store.scan_items(NS, &mut cursor, 7).unwrap();
+        assert!(chunk.len() <= 7, "a call examines at most its limit");
+        calls += 1;
+        for item in chunk {
+            let key = String::from_utf8(item.key.to_vec()).unwrap();
+            assert!(seen.insert(key, item).is_none(), "an item listed twice");
+        }
+    }
+    assert!(calls >= 300 / 7, "the walk took {calls} calls");
+    assert_eq!(
+        seen.len(),
+        300,
+        "every live item, and nothing expired or deleted"
     );
-    assert_eq!(store.list_items(NS, 7).unwrap().len(), 7);
+    for (key, item) in &seen {
+        let i: u32 = key[1..].parse().unwrap();
+        assert_eq!(item.client_flags, i);
+        assert_eq!(item.cas, cas_of[key]);
+        assert_eq!(item.value_len, 5);
+        let expected_expiry = if i.is_multiple_of(2) { 0 } else { T0 + 100 };
+        assert_eq!(item.expires_at, expected_expiry);
+        assert_eq!(item.access.fetched_before, key == "k7", "{key}");
+    }
+    assert_eq!(seen["k7"].access.last_access, T0 + 10);
+    assert_eq!(
+        seen["k8"].access.last_access, T0,
+        "never fetched: the write's time"
+    );
+    // The walks counted as no fetch.
+    assert!(
+        !store
+            .get_observed(NS, b"k8", true)
+            .unwrap()
+            .unwrap()
+            .1
+            .fetched_before
+    );
+    assert_eq!(walk(1).len(), 300);
 }
 
 #[tokio::test]
