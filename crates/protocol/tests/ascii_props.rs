@@ -4,6 +4,10 @@
 
 use bytes::{Bytes, BytesMut};
 use murakumo_protocol::ascii::{
+    CrawlTarget, CrawlerRequest, MAX_CLASS_ID, MetadumpEntry, decode_metadump_entry,
+    encode_metadump_entry,
+};
+use murakumo_protocol::ascii::{
     ErrorReply, Keys, MetaArith, MetaArithFlag, MetaArithMode, MetaDebugResponse, MetaDelete,
     MetaDeleteFlag, MetaGet, MetaGetFlag, MetaResponse, MetaSet, MetaSetFlag, MetaSetMode,
     MetaStatus, Rejection, Request, Response, ReturnFlag, StoreMode, decode_request,
@@ -213,6 +217,32 @@ fn classic_request() -> impl Strategy<Value = Request> {
             }
         }),
         Just(Request::Quit),
+        crawler_request(),
+    ]
+}
+
+fn crawl_target(hash_allowed: bool) -> impl Strategy<Value = CrawlTarget> {
+    let bad = prop::sample::select(vec![&b"0"[..], b"64", b"x", b"1,y", b",", b"hash"])
+        .prop_filter("hash is a valid dump target", move |bad| {
+            !(hash_allowed && *bad == b"hash")
+        })
+        .prop_map(|bad| CrawlTarget::BadClass(Bytes::from_static(bad)));
+    prop_oneof![
+        Just(CrawlTarget::All),
+        Just(if hash_allowed {
+            CrawlTarget::Hash
+        } else {
+            CrawlTarget::All
+        }),
+        prop::collection::vec(1..=MAX_CLASS_ID, 1..5).prop_map(CrawlTarget::Classes),
+        bad,
+    ]
+}
+
+fn crawler_request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        crawl_target(false).prop_map(|t| Request::LruCrawler(CrawlerRequest::Crawl(t))),
+        crawl_target(true).prop_map(|t| Request::LruCrawler(CrawlerRequest::Metadump(t))),
     ]
 }
 
@@ -356,6 +386,7 @@ fn keys_of(req: &Request) -> Vec<(&[u8], bool)> {
         | Request::Verbosity { .. }
         | Request::CacheMemlimit { .. }
         | Request::Stats { .. }
+        | Request::LruCrawler(_)
         | Request::Quit
         | Request::MetaNoop => Vec::new(),
     }
@@ -475,6 +506,34 @@ fn small_limits() -> impl Strategy<Value = Limits> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn metadump_entries_round_trip(
+        key in prop::collection::vec(any::<u8>(), 1..=250),
+        exp in prop_oneof![Just(-1i64), any::<u32>().prop_map(i64::from)],
+        last_access in any::<u32>(),
+        cas in any::<u64>(),
+        fetched in any::<bool>(),
+        size in any::<u64>(),
+    ) {
+        let entry = MetadumpEntry {
+            key: Bytes::from(key),
+            exp,
+            last_access: u64::from(last_access),
+            cas,
+            fetched,
+            class: 1,
+            size,
+        };
+        let mut line = BytesMut::new();
+        encode_metadump_entry(&entry, &mut line);
+        prop_assert_eq!(line.last(), Some(&b'\n'));
+        let body = &line[..line.len() - 1];
+        // Whatever the key holds, the line is seven space-separated printable fields.
+        prop_assert!(!body.iter().any(u8::is_ascii_control));
+        prop_assert_eq!(body.split(|&b| b == b' ').count(), 7);
+        prop_assert_eq!(decode_metadump_entry(body), Some(entry));
+    }
 
     #[test]
     fn request_round_trips(req in request()) {

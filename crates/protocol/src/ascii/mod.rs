@@ -31,6 +31,7 @@
 mod admin;
 mod arith;
 mod base64;
+mod crawler;
 mod delete;
 pub mod meta;
 mod response;
@@ -45,6 +46,10 @@ use std::fmt;
 use bytes::{Bytes, BytesMut};
 
 use crate::{AfterError, Decoded, Limits};
+pub use crawler::{
+    BAD_CLASS, CrawlTarget, CrawlerRequest, MAX_CLASS_ID, MetadumpEntry, decode_metadump_entry,
+    encode_metadump_entry,
+};
 pub use meta::{
     MetaArith, MetaArithFlag, MetaArithMode, MetaDebugResponse, MetaDelete, MetaDeleteFlag,
     MetaGet, MetaGetFlag, MetaResponse, MetaSet, MetaSetFlag, MetaSetMode, MetaStatus, ReturnFlag,
@@ -150,6 +155,8 @@ pub enum Request {
         /// `cluster`, `detail dump`, …); `None` for the general statistics.
         group: Option<Bytes>,
     },
+    /// `lru_crawler crawl|metadump <classes>`.
+    LruCrawler(CrawlerRequest),
     /// `quit`: close the connection without a reply.
     Quit,
     /// `mg`.
@@ -430,6 +437,7 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Re
         b"verbosity" => admin::parse_verbosity(&frame),
         b"cache_memlimit" => admin::parse_cache_memlimit(&frame),
         b"stats" => admin::parse_stats(&frame),
+        b"lru_crawler" => crawler::parse(&frame),
         b"quit" => frame.line_only(Ok(Request::Quit)),
         b"mg" => meta::get::parse(&frame),
         b"ms" => meta::set::parse(&frame),
@@ -479,6 +487,7 @@ pub fn encode_request(req: &Request, out: &mut BytesMut) {
             admin::encode_cache_memlimit(*megabytes, *noreply, out);
         }
         Request::Stats { group } => admin::encode_stats(group.as_ref(), out),
+        Request::LruCrawler(request) => crawler::encode(request, out),
         Request::Quit => out.extend_from_slice(b"quit\r\n"),
         Request::MetaGet(m) => meta::get::encode(m, out),
         Request::MetaSet(m) => meta::set::encode(m, out),
