@@ -112,16 +112,19 @@ class Conn:
             raise ServerClosed(f"connection closed; unread buffer {bytes(self.buf)!r}")
         self.buf += chunk
 
-    def readline(self) -> bytes:
-        """One reply line without its ``\\r\\n``; a bare ``\\n`` is a failure."""
+    def readline(self, bare_lf: bool = False) -> bytes:
+        """One reply line without its ``\\r\\n``; a bare ``\\n`` is a failure unless
+        ``bare_lf`` (metadump entries end with one)."""
         while True:
             idx = self.buf.find(b"\n")
             if idx >= 0:
                 line = bytes(self.buf[: idx + 1])
                 del self.buf[: idx + 1]
-                if not line.endswith(b"\r\n"):
+                if line.endswith(b"\r\n"):
+                    return line[:-2]
+                if not bare_lf:
                     raise AssertionError(f"reply line not terminated by \\r\\n: {line!r}")
-                return line[:-2]
+                return line[:-1]
             if len(self.buf) > 1 << 20:
                 raise AssertionError("reply line longer than 1 MiB")
             self._fill()

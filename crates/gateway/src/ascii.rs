@@ -130,6 +130,7 @@ impl Connection {
                     self.out.extend_from_slice(reply);
                 }
             }
+            Request::LruCrawler(request) => self.lru_crawler(request).await?,
             Request::Quit => return Ok(Flow::Close),
             Request::MetaGet(request) => self.meta_get(request).await?,
             Request::MetaSet(request) => self.meta_set(request).await,

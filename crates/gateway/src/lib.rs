@@ -20,6 +20,7 @@ mod closing;
 mod config;
 mod connection;
 mod counted;
+mod crawler;
 mod listener;
 mod meta;
 mod stats;

@@ -10,6 +10,10 @@ use murakumo_server::ops::{ItemCursor, ItemSummary};
 use crate::Gateway;
 use crate::config::VERSION;
 
+/// The slab class every item is reported in: there are no slabs behind an LSM tree, and
+/// tools that group items by class (`memcached-tool`, `lru_crawler metadump`) need one.
+pub(crate) const ITEM_CLASS: u8 = 1;
+
 /// Records examined per store call while listing items: small enough that a call is
 /// brief, large enough that the calls' overhead does not matter.
 pub(crate) const SCAN_CHUNK: usize = 256;
@@ -182,6 +186,9 @@ pub(crate) fn render(gateway: &Gateway, group: Option<&[u8]>) -> StatsReply {
         None | Some(b"") => StatsReply::Lines(general(gateway)),
         Some(b"settings") => StatsReply::Lines(settings(gateway)),
         Some(b"items") => StatsReply::Lines(items(gateway)),
+        Some(b"slabs") => StatsReply::Lines(slabs(gateway)),
+        // memcached too tracks item sizes only when started with `-o track_sizes`.
+        Some(b"sizes") => StatsReply::Lines(vec![line("sizes_status", "disabled")]),
         Some(b"cluster") => StatsReply::Lines(cluster(gateway)),
         Some(b"reset") => {
             gateway.stats.reset();
@@ -201,7 +208,7 @@ fn cachedump(gw: &Gateway, args: &[u8]) -> StatsReply {
     let (Some(class), Some(limit)) = (number(words.next()), number(words.next())) else {
         return StatsReply::Unknown;
     };
-    if class != 1 {
+    if class != u64::from(ITEM_CLASS) {
         return StatsReply::Items(Vec::new());
     }
     let limit = match usize::try_from(limit) {
@@ -318,14 +325,41 @@ fn items(gw: &Gateway) -> Vec<(String, String)> {
         // Like memcached, which lists only slab classes that hold items.
         return Vec::new();
     }
-    // One storage class: there are no slabs behind an LSM tree.
+    let class = |field: &str| format!("items:{ITEM_CLASS}:{field}");
     vec![
-        line("items:1:number", store.curr_items),
-        line("items:1:evicted", 0),
-        line("items:1:outofmemory", 0),
-        line("items:1:reclaimed", store.reclaimed),
-        line("items:1:mem_requested", store.bytes),
+        line(&class("number"), store.curr_items),
+        line(&class("evicted"), 0),
+        line(&class("outofmemory"), 0),
+        line(&class("reclaimed"), store.reclaimed),
+        line(&class("mem_requested"), store.bytes),
     ]
+}
+
+/// `stats slabs`: there are no slab pages or chunks, so only the per-class command
+/// counters (all of them belong to the one class) and the totals are reported. Tools
+/// read the fields they know and skip a class without pages.
+fn slabs(gw: &Gateway) -> Vec<(String, String)> {
+    let s = &gw.stats;
+    let store = gw.store.stats();
+    let mut lines = Vec::new();
+    if store.curr_items > 0 {
+        let class = |field: &str| format!("{ITEM_CLASS}:{field}");
+        for (field, counter) in [
+            ("get_hits", &s.get_hits),
+            ("cmd_set", &s.cmd_set),
+            ("delete_hits", &s.delete_hits),
+            ("incr_hits", &s.incr_hits),
+            ("decr_hits", &s.decr_hits),
+            ("cas_hits", &s.cas_hits),
+            ("cas_badval", &s.cas_badval),
+            ("touch_hits", &s.touch_hits),
+        ] {
+            lines.push(line(&class(field), counter.get()));
+        }
+    }
+    lines.push(line("active_slabs", u8::from(store.curr_items > 0)));
+    lines.push(line("total_malloced", store.cached_bytes));
+    lines
 }
 
 /// Kai-style cluster fields; a single node is its own whole cluster.

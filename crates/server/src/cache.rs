@@ -218,6 +218,11 @@ impl ItemCache {
         }
     }
 
+    /// Bytes the cached entries account for (records, keys and per-entry overhead).
+    pub(crate) fn bytes(&self) -> usize {
+        self.shards.iter().map(|shard| shard.lock().bytes).sum()
+    }
+
     fn shard_of(hash: u64) -> usize {
         // The table uses the low bits; the shard takes the high ones.
         (hash >> 58) as usize % SHARDS

@@ -132,6 +132,8 @@ pub struct StoreStatsSnapshot {
     pub commit_micros: u64,
     /// Bytes on disk.
     pub disk_bytes: u64,
+    /// Bytes of records held in memory by the item cache.
+    pub cached_bytes: u64,
 }
 
 /// State shared by the store handle, the writer, the syncer and the sweeper.
@@ -608,7 +610,14 @@ impl Store {
             commit_groups: s.commit_groups.load(Ordering::Relaxed),
             commit_micros: s.commit_micros.load(Ordering::Relaxed),
             disk_bytes: self.shared.engine.disk_space(),
+            cached_bytes: self.shared.cache.bytes() as u64,
         }
+    }
+
+    /// Starts a sweep pass now rather than at the next interval (`lru_crawler crawl`):
+    /// expired and flushed items are reclaimed in the background.
+    pub fn sweep_now(&self) {
+        self.shared.sweep_soon();
     }
 
     /// The reason the store went out of service, if it did.
