@@ -196,3 +196,50 @@ def test_memcached_tool_reports_complete(server_factory):
     assert re.search(rb"curr_items\s+10\b", run_tool(srv.addr, "stats"))
     assert re.search(rb"maxconns\s+\d+", run_tool(srv.addr, "settings"))
     assert b"sizes_status" in run_tool(srv.addr, "sizes")
+
+
+def test_stats_conns_lists_each_client_and_what_it_waits_for(server_factory):
+    srv = server_factory()
+    host, port = srv.addr
+    idle, used, half, data = (Conn(*srv.addr) for _ in range(4))
+    try:
+        assert used.cmd("version").startswith(b"VERSION ")
+        half.send("get fo")
+        data.send("set k 0 0 100\r\nabc")
+        time.sleep(1.5)
+        with Conn(*srv.addr) as asker:
+            entries: dict[str, dict[str, str]] = {}
+            for name, value in asker.stats("conns").items():
+                fd, field = name.split(":", 1)
+                entries.setdefault(fd, {})[field] = value
+            by_addr = {e["addr"]: e for e in entries.values()}
+            listening = [e for e in entries.values() if e["state"] == "conn_listening"]
+            assert [e["addr"] for e in listening] == [f"tcp:{host}:{port}"]
+
+            def entry(conn: Conn) -> dict[str, str]:
+                client = conn.sock.getsockname()
+                found = by_addr[f"tcp:{client[0]}:{client[1]}"]
+                assert found["listen_addr"] == f"tcp:{host}:{port}"
+                return found
+
+            assert entry(idle)["state"] == "conn_new_cmd"
+            assert entry(used)["state"] == "conn_read"
+            assert entry(half)["state"] == "conn_read"
+            assert entry(data)["state"] == "conn_nread"
+            assert entry(asker)["state"] == "conn_parse_cmd"
+            assert int(entry(used)["secs_since_last_cmd"]) >= 1
+            assert int(entry(asker)["secs_since_last_cmd"]) == 0
+            assert len(entries) == 6
+
+            gone = idle.sock.getsockname()
+            idle.close()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                addrs = {v for k, v in asker.stats("conns").items() if k.endswith(":addr")}
+                if f"tcp:{gone[0]}:{gone[1]}" not in addrs:
+                    break
+                time.sleep(0.1)
+            assert f"tcp:{gone[0]}:{gone[1]}" not in addrs, "a closed connection stays listed"
+    finally:
+        for c in (idle, used, half, data):
+            c.close()

@@ -1,5 +1,7 @@
 //! One client connection: read, decode, execute, reply, in order.
 
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -9,6 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::Gateway;
 use crate::closing::Closing;
+use crate::conns::{ConnState, Registration};
 use crate::stats::bump;
 
 /// Initial read buffer; it grows only as far as one maximal frame needs.
@@ -47,6 +50,8 @@ pub(crate) struct Connection {
     protocol: Option<Protocol>,
     /// Binary SASL: whether this connection has authenticated (always true without SASL).
     pub(crate) authenticated: bool,
+    /// This connection's line in `stats conns`.
+    listed: Registration,
 }
 
 /// The write side failed; the connection is over.
@@ -56,7 +61,16 @@ pub(crate) struct Disconnected;
 impl Connection {
     pub(crate) fn new(stream: TcpStream, gateway: Arc<Gateway>) -> Self {
         let authenticated = gateway.config.sasl_users.is_none();
+        // A client that is already gone has no address; it will be closed at the first read.
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        let listed = gateway.connections.register(
+            stream.as_raw_fd(),
+            stream.peer_addr().unwrap_or(unknown),
+            stream.local_addr().unwrap_or(unknown),
+            gateway.store.clock().now(),
+        );
         Self {
+            listed,
             stream,
             gateway,
             input: BytesMut::with_capacity(READ_CHUNK),
@@ -86,6 +100,9 @@ impl Connection {
                 return self.flush().await;
             }
             self.flush().await?;
+            if let Some(state) = self.waiting_state() {
+                self.listed.info().set_state(state);
+            }
             match self.read_more(closing).await {
                 ReadOutcome::Data => {}
                 ReadOutcome::Closed => return Ok(()),
@@ -120,6 +137,7 @@ impl Connection {
                         Decoded::Incomplete => return Ok(Flow::Continue),
                         Decoded::Done { item, consumed } => {
                             self.input.advance(consumed);
+                            self.command_started();
                             match item {
                                 Ok(request) => self.execute_ascii(request).await?,
                                 Err(rejection) => {
@@ -143,6 +161,7 @@ impl Connection {
                         Decoded::Incomplete => return Ok(Flow::Continue),
                         Decoded::Done { item, consumed } => {
                             self.input.advance(consumed);
+                            self.command_started();
                             match item {
                                 Ok(request) => self.execute_binary(request).await?,
                                 Err(rejection) => {
@@ -161,6 +180,30 @@ impl Connection {
                 self.flush().await?;
             }
         }
+    }
+
+    /// Notes in `stats conns` that a command arrived and is being executed.
+    fn command_started(&self) {
+        let info = self.listed.info();
+        info.command_at(self.gateway.store.clock().now());
+        info.set_state(ConnState::Execute);
+    }
+
+    /// What the connection waits for when it next reads, for `stats conns`; `None` before
+    /// its first command (it stays "new").
+    fn waiting_state(&self) -> Option<ConnState> {
+        let protocol = self.protocol?;
+        Some(if self.swallow > 0 {
+            ConnState::Swallow
+        } else if match protocol {
+            // A whole command line is waiting for its data block.
+            Protocol::Ascii => self.input.contains(&b'\n'),
+            Protocol::Binary => self.input.len() >= binary::HEADER_LEN,
+        } {
+            ConnState::ReadData
+        } else {
+            ConnState::Read
+        })
     }
 
     /// Removes the value of a key whose `set` was refused for size (memcached does the
@@ -211,6 +254,7 @@ impl Connection {
             Err(_) => return Err(Disconnected),
         }
         if !self.out.is_empty() {
+            self.listed.info().set_state(ConnState::Write);
             let write = self.stream.write_all(&self.out);
             // A client that stops reading holds its connection only as long as an idle
             // one may: the write is abandoned and the connection closed after the idle
@@ -225,6 +269,7 @@ impl Connection {
                 }
                 None => write.await.map_err(|_| Disconnected)?,
             }
+            self.listed.info().set_state(ConnState::Execute);
         }
         self.out.clear();
         self.gateway.stats.bytes_written.add(written);

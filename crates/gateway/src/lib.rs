@@ -19,6 +19,7 @@ mod binary;
 mod closing;
 mod config;
 mod connection;
+mod conns;
 mod counted;
 mod crawler;
 mod listener;
@@ -49,6 +50,8 @@ pub struct Gateway {
     /// Memory limit requested by `cache_memlimit` for the next start, in MiB.
     requested_memory_limit_mb: AtomicU64,
     started: Instant,
+    /// Listeners and open connections, for `stats conns`.
+    connections: Arc<conns::ConnectionTable>,
 }
 
 impl Gateway {
@@ -62,6 +65,7 @@ impl Gateway {
             stats: GatewayStats::default(),
             verbosity: AtomicU32::new(0),
             started: Instant::now(),
+            connections: Arc::default(),
         })
     }
 

@@ -1,5 +1,6 @@
 //! Accepting connections, the connection limit, and graceful shutdown.
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let max = gateway.config.max_connections.max(1);
     let permits = Arc::new(Semaphore::new(max));
+    let _listed = gateway.connections.register_listener(
+        listener.as_raw_fd(),
+        listener.local_addr()?,
+        gateway.store.clock().now(),
+    );
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,

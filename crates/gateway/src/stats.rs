@@ -187,6 +187,7 @@ pub(crate) fn render(gateway: &Gateway, group: Option<&[u8]>) -> StatsReply {
         Some(b"settings") => StatsReply::Lines(settings(gateway)),
         Some(b"items") => StatsReply::Lines(items(gateway)),
         Some(b"slabs") => StatsReply::Lines(slabs(gateway)),
+        Some(b"conns") => StatsReply::Lines(gateway.connections.lines(gateway.store.clock().now())),
         // memcached too tracks item sizes only when started with `-o track_sizes`.
         Some(b"sizes") => StatsReply::Lines(vec![line("sizes_status", "disabled")]),
         Some(b"cluster") => StatsReply::Lines(cluster(gateway)),
