@@ -57,8 +57,9 @@ pub struct DevArgs {
     /// Close client connections idle this many seconds (0 = never).
     #[arg(long, default_value_t = 0)]
     idle_timeout: u64,
-    /// Largest value accepted, in bytes (memcached -I).
-    #[arg(long, short = 'I', default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=128 * 1024 * 1024))]
+    /// Largest value accepted, in bytes, or with a k or m suffix as memcached's -I takes
+    /// it (1k to 128m).
+    #[arg(long, short = 'I', default_value = "1m", value_parser = parse_item_size)]
     max_item_size: u64,
     /// Memory for items, in MiB: a quarter for hot items in front of the storage engine,
     /// the rest for the engine's write buffer (a sixth of it, 4 to 64 MiB, fixed when the
@@ -188,4 +189,55 @@ fn read_auth_file(path: &std::path::Path) -> anyhow::Result<HashMap<String, Stri
         users.insert(user.to_owned(), password.to_owned());
     }
     Ok(users)
+}
+
+/// Reads `-I` as memcached does: bytes, or kilobytes or megabytes with a `k` or `m` suffix.
+/// The bounds are memcached's minimum and the largest value the store accepts.
+fn parse_item_size(text: &str) -> Result<u64, String> {
+    const KIB: u64 = 1024;
+    const MAX: u64 = 128 * KIB * KIB;
+    let trimmed = text.trim();
+    let (digits, unit) = if let Some(digits) = trimmed.strip_suffix(['k', 'K']) {
+        (digits, KIB)
+    } else if let Some(digits) = trimmed.strip_suffix(['m', 'M']) {
+        (digits, KIB * KIB)
+    } else {
+        (trimmed, 1)
+    };
+    let size = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("{text:?} is not a size (bytes, or a number with k or m)"))?;
+    if (KIB..=MAX).contains(&size) {
+        Ok(size)
+    } else {
+        Err(format!("{text:?} is outside 1k..=128m"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_item_size;
+
+    #[test]
+    fn item_sizes_read_like_memcached() {
+        assert_eq!(parse_item_size("1048576"), Ok(1024 * 1024));
+        assert_eq!(parse_item_size("512k"), Ok(512 * 1024));
+        assert_eq!(parse_item_size("2M"), Ok(2 * 1024 * 1024));
+        assert_eq!(parse_item_size("1k"), Ok(1024));
+        assert_eq!(parse_item_size("128m"), Ok(128 * 1024 * 1024));
+        for bad in [
+            "",
+            "m",
+            "1g",
+            "-1",
+            "1023",
+            "129m",
+            "1.5m",
+            "99999999999999999999k",
+        ] {
+            assert!(parse_item_size(bad).is_err(), "{bad:?}");
+        }
+    }
 }
