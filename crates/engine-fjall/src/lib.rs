@@ -117,6 +117,31 @@ impl FjallEngine {
         })
     }
 
+    /// Up to `limit` entries of `table` with keys starting with `prefix`, from `start` on
+    /// (clamped to the prefix), each made into what a scan returns by `entry`.
+    fn walk<T>(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        mut entry: impl FnMut(fjall::Slice, fjall::Slice) -> T,
+    ) -> Result<Vec<T>, EngineError> {
+        let from = if start > prefix { start } else { prefix };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for guard in self.keyspace(table).range(from..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = guard.into_inner().map_err(|e| storage(&e))?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push(entry(key, value));
+        }
+        Ok(out)
+    }
+
     /// Fsyncs the journal fjall is appending to through a handle of our own; `false` if
     /// that journal cannot be found where fjall keeps it.
     ///
@@ -242,19 +267,9 @@ impl Engine for FjallEngine {
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, EngineError> {
-        let from = if start > prefix { start } else { prefix };
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for guard in self.keyspace(table).range(from..) {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, value) = guard.into_inner().map_err(|e| storage(&e))?;
-            if !key.starts_with(prefix) {
-                break;
-            }
-            out.push((Bytes::from_owner(key), Bytes::from_owner(value)));
-        }
-        Ok(out)
+        self.walk(table, prefix, start, limit, |key, value| {
+            (Bytes::from_owner(key), Bytes::from_owner(value))
+        })
     }
 
     fn scan_heads(
@@ -265,24 +280,12 @@ impl Engine for FjallEngine {
         limit: usize,
         head_len: usize,
     ) -> Result<Vec<KeyHead>, EngineError> {
-        let from = if start > prefix { start } else { prefix };
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for guard in self.keyspace(table).range(from..) {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, value) = guard.into_inner().map_err(|e| storage(&e))?;
-            if !key.starts_with(prefix) {
-                break;
-            }
+        self.walk(table, prefix, start, limit, |key, value| KeyHead {
+            key: Bytes::from_owner(key),
             // The value is dropped here; only its head is kept.
-            out.push(KeyHead {
-                key: Bytes::from_owner(key),
-                head: Bytes::copy_from_slice(&value[..head_len.min(value.len())]),
-                value_len: value.len(),
-            });
-        }
-        Ok(out)
+            head: Bytes::copy_from_slice(&value[..head_len.min(value.len())]),
+            value_len: value.len(),
+        })
     }
 
     fn disk_space(&self) -> u64 {

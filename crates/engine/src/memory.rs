@@ -32,6 +32,25 @@ impl MemoryEngine {
             Table::Meta => &self.meta,
         }
     }
+
+    /// Up to `limit` entries of `table` with keys starting with `prefix`, from `start` on
+    /// (clamped to the prefix), each made into what a scan returns by `entry`.
+    fn walk<T>(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        entry: impl FnMut((&Bytes, &Bytes)) -> T,
+    ) -> Vec<T> {
+        let from = if start > prefix { start } else { prefix };
+        let map = self.table(table).read();
+        map.range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(entry)
+            .collect()
+    }
 }
 
 impl Engine for MemoryEngine {
@@ -77,14 +96,9 @@ impl Engine for MemoryEngine {
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, EngineError> {
-        let from = if start > prefix { start } else { prefix };
-        let map = self.table(table).read();
-        Ok(map
-            .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(self.walk(table, prefix, start, limit, |(key, value)| {
+            (key.clone(), value.clone())
+        }))
     }
 
     fn scan_heads(
@@ -95,19 +109,14 @@ impl Engine for MemoryEngine {
         limit: usize,
         head_len: usize,
     ) -> Result<Vec<KeyHead>, EngineError> {
-        let from = if start > prefix { start } else { prefix };
-        let map = self.table(table).read();
-        Ok(map
-            .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| KeyHead {
-                key: k.clone(),
+        Ok(
+            self.walk(table, prefix, start, limit, |(key, value)| KeyHead {
+                key: key.clone(),
                 // A copy, so the chunk never keeps an overwritten value alive.
-                head: Bytes::copy_from_slice(&v[..head_len.min(v.len())]),
-                value_len: v.len(),
-            })
-            .collect())
+                head: Bytes::copy_from_slice(&value[..head_len.min(value.len())]),
+                value_len: value.len(),
+            }),
+        )
     }
 
     fn disk_space(&self) -> u64 {
