@@ -243,3 +243,38 @@ def test_stats_conns_lists_each_client_and_what_it_waits_for(server_factory):
     finally:
         for c in (idle, used, half, data):
             c.close()
+
+
+def test_cachedump_lists_items_in_memcached_form(server_factory, target):
+    srv = server_factory()
+    items = {f"cd:{i}": (b"v" * (i + 1), 0, 500 if i % 2 else 0) for i in range(5)}
+    with Conn(*srv.addr) as c:
+        now = int(c.stats()["time"])
+        load(c, items)
+
+        def dump(args: str) -> dict[str, tuple[int, int]]:
+            c.send(f"stats cachedump {args}\r\n")
+            listed = {}
+            while (line := c.readline()) != b"END":
+                found = re.match(rb"^ITEM (\S+) \[(\d+) b; (\d+) s\]$", line)
+                assert found, f"not a cachedump line: {line!r}"
+                listed[found.group(1).decode()] = (int(found.group(2)), int(found.group(3)))
+            return listed
+
+        # memcached lists one segment of the class's LRU, which its maintainer thread
+        # fills a moment after the stores; we list every item at once.
+        deadline = time.monotonic() + 10
+        while not (listed := dump("1 0")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert listed and set(listed) <= set(items)
+        if target == "murakumo":
+            assert set(listed) == set(items)
+        for key, (size, exp) in listed.items():
+            value, _, exptime = items[key]
+            assert size == len(value)
+            assert (now + exptime - 5 <= exp <= now + exptime + 5) if exptime else exp == 0
+        assert len(dump("1 1")) == 1
+        assert dump("2 0") == {}
+        assert c.cmd("stats cachedump 99 0") == b"CLIENT_ERROR Illegal slab id"
+        assert c.cmd("stats cachedump 1") == b"CLIENT_ERROR bad command line"
+        assert c.cmd("version").startswith(b"VERSION ")

@@ -109,16 +109,12 @@ impl Connection {
                     ascii::encode_response(&Response::End, &mut self.out);
                 }
                 StatsReply::Reset => self.out.extend_from_slice(b"RESET\r\n"),
-                StatsReply::Items(items) => {
-                    for item in items {
-                        self.out.extend_from_slice(b"ITEM ");
-                        self.out.extend_from_slice(&item.key);
-                        self.out.extend_from_slice(
-                            format!(" [{} b; {} s]\r\n", item.value_len, item.expires_at)
-                                .as_bytes(),
-                        );
-                    }
-                    ascii::encode_response(&Response::End, &mut self.out);
+                StatsReply::CacheDump { limit } => self.cachedump(limit).await?,
+                StatsReply::BadArguments(message) => {
+                    ascii::encode_response(
+                        &Response::Error(ErrorReply::Client(Cow::Borrowed(message))),
+                        &mut self.out,
+                    );
                 }
                 StatsReply::Unknown => {
                     ascii::encode_response(&Response::Error(ErrorReply::Error), &mut self.out);

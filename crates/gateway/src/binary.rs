@@ -164,7 +164,9 @@ impl Connection {
                     }
                     StatsReply::Reset => Some(Response::ok(&header)),
                     // memcached serves cachedump over the text protocol only.
-                    StatsReply::Items(_) | StatsReply::Unknown => {
+                    StatsReply::CacheDump { .. }
+                    | StatsReply::Unknown
+                    | StatsReply::BadArguments(_) => {
                         Some(Response::for_request(&header, Status::KeyNotFound))
                     }
                 }

@@ -196,8 +196,15 @@ impl Connection {
         Some(if self.swallow > 0 {
             ConnState::Swallow
         } else if match protocol {
-            // A whole command line is waiting for its data block.
-            Protocol::Ascii => self.input.contains(&b'\n'),
+            // A whole command line is waiting for its data block. Only the first line's
+            // length is searched, not a large value received so far.
+            Protocol::Ascii => {
+                let line_end = self
+                    .input
+                    .len()
+                    .min(self.gateway.config.limits.max_line_len + 2);
+                self.input[..line_end].contains(&b'\n')
+            }
             Protocol::Binary => self.input.len() >= binary::HEADER_LEN,
         } {
             ConnState::ReadData

@@ -1,9 +1,16 @@
-//! `lru_crawler crawl` and `lru_crawler metadump`.
+//! `lru_crawler crawl`, and the two key listings: `lru_crawler metadump` and
+//! `stats cachedump`.
+//!
+//! A listing walks the store a chunk of record headers at a time (`Store::scan_items`),
+//! on the connection's task. Between chunks the task yields, so the other connections
+//! of its thread are served however fast this client reads, and the reply is written out
+//! whenever it passes the output limit, so a listing of any size holds bounded memory.
 
+use bytes::BytesMut;
 use murakumo_protocol::ascii::{
     self, BAD_CLASS, CrawlTarget, CrawlerRequest, MetadumpEntry, Response,
 };
-use murakumo_server::ops::ItemCursor;
+use murakumo_server::ops::{ItemCursor, ItemSummary};
 
 use crate::ascii::store_error;
 use crate::connection::{Connection, Disconnected};
@@ -41,14 +48,50 @@ impl Connection {
         }
     }
 
-    /// Streams one line per live item, then `END`. The store is walked a chunk of record
-    /// headers at a time, and the reply is written out whenever it passes the output
-    /// limit, so a dump of any size holds a bounded amount of memory; a client that stops
-    /// reading stalls only its own connection.
+    /// One line per live item, then `END`.
     async fn metadump(&mut self) -> Result<(), Disconnected> {
+        self.list_items(usize::MAX, |item, out| {
+            let entry = MetadumpEntry {
+                key: item.key,
+                exp: if item.expires_at == 0 {
+                    -1
+                } else {
+                    i64::from(item.expires_at)
+                },
+                last_access: u64::from(item.access.last_access),
+                cas: item.cas,
+                fetched: item.access.fetched_before,
+                class: u32::from(ITEM_CLASS),
+                size: item.stored_size,
+            };
+            ascii::encode_metadump_entry(&entry, out);
+        })
+        .await
+    }
+
+    /// `stats cachedump`: `ITEM <key> [<value bytes> b; <expiry> s]` for up to `limit`
+    /// items, then `END`.
+    pub(crate) async fn cachedump(&mut self, limit: usize) -> Result<(), Disconnected> {
+        self.list_items(limit, |item, out| {
+            out.extend_from_slice(b"ITEM ");
+            out.extend_from_slice(&item.key);
+            out.extend_from_slice(
+                format!(" [{} b; {} s]\r\n", item.value_len, item.expires_at).as_bytes(),
+            );
+        })
+        .await
+    }
+
+    /// Writes up to `limit` live items with `line`, then `END`.
+    async fn list_items(
+        &mut self,
+        limit: usize,
+        mut line: impl FnMut(ItemSummary, &mut BytesMut),
+    ) -> Result<(), Disconnected> {
         let namespace = self.gateway.namespace;
         let mut cursor = ItemCursor::new();
-        while !cursor.is_done() {
+        let mut listed = 0;
+        while listed < limit && !cursor.is_done() {
             let items = match self
                 .gateway
                 .store
@@ -62,25 +105,14 @@ impl Connection {
                     return Ok(());
                 }
             };
-            for item in items {
-                let entry = MetadumpEntry {
-                    key: item.key,
-                    exp: if item.expires_at == 0 {
-                        -1
-                    } else {
-                        i64::from(item.expires_at)
-                    },
-                    last_access: u64::from(item.access.last_access),
-                    cas: item.cas,
-                    fetched: item.access.fetched_before,
-                    class: u32::from(ITEM_CLASS),
-                    size: item.stored_size,
-                };
-                ascii::encode_metadump_entry(&entry, &mut self.out);
+            for item in items.into_iter().take(limit - listed) {
+                line(item, &mut self.out);
+                listed += 1;
             }
             if self.output_full() {
                 self.flush().await?;
             }
+            tokio::task::yield_now().await;
         }
         ascii::encode_response(&Response::End, &mut self.out);
         Ok(())

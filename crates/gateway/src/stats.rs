@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 
-use murakumo_server::ops::{ItemCursor, ItemSummary};
+use murakumo_protocol::ascii::MAX_CLASS_ID;
 
 use crate::Gateway;
 use crate::config::VERSION;
@@ -174,10 +174,13 @@ pub(crate) enum StatsReply {
     Lines(Vec<(String, String)>),
     /// `stats reset`.
     Reset,
-    /// `stats cachedump`: the items to list.
-    Items(Vec<ItemSummary>),
+    /// `stats cachedump`: list up to this many items (the text executor walks the store,
+    /// since that takes many short steps).
+    CacheDump { limit: usize },
     /// A group we do not have.
     Unknown,
+    /// A group we have, asked for wrongly: `CLIENT_ERROR <message>`.
+    BadArguments(&'static str),
 }
 
 /// Builds the reply to `stats [group]`.
@@ -195,37 +198,32 @@ pub(crate) fn render(gateway: &Gateway, group: Option<&[u8]>) -> StatsReply {
             gateway.stats.reset();
             StatsReply::Reset
         }
-        Some(args) if args.starts_with(b"cachedump") => cachedump(gateway, args),
+        Some(args) if args.starts_with(b"cachedump") => cachedump(args),
         Some(_) => StatsReply::Unknown,
     }
 }
 
 /// `stats cachedump <class> <limit>`: every item lives in class 1; a limit of 0 means as
 /// many as fit in memcached's 2 MB reply.
-fn cachedump(gw: &Gateway, args: &[u8]) -> StatsReply {
+fn cachedump(args: &[u8]) -> StatsReply {
     const MAX_ITEMS: usize = 20_000;
     let mut words = args.split(|b| *b == b' ').skip(1);
     let number = |w: Option<&[u8]>| -> Option<u64> { std::str::from_utf8(w?).ok()?.parse().ok() };
     let (Some(class), Some(limit)) = (number(words.next()), number(words.next())) else {
-        return StatsReply::Unknown;
+        return StatsReply::BadArguments("bad command line");
     };
-    if class != u64::from(ITEM_CLASS) {
-        return StatsReply::Items(Vec::new());
+    if !(1..=u64::from(MAX_CLASS_ID)).contains(&class) {
+        return StatsReply::BadArguments("Illegal slab id");
     }
-    let limit = match usize::try_from(limit) {
-        Ok(0) | Err(_) => MAX_ITEMS,
-        Ok(n) => n.min(MAX_ITEMS),
-    };
-    let mut cursor = ItemCursor::new();
-    let mut items = Vec::new();
-    while items.len() < limit && !cursor.is_done() {
-        match gw.store.scan_items(gw.namespace, &mut cursor, SCAN_CHUNK) {
-            Ok(found) => items.extend(found),
-            Err(_) => return StatsReply::Unknown,
+    let limit = if class == u64::from(ITEM_CLASS) {
+        match usize::try_from(limit) {
+            Ok(0) | Err(_) => MAX_ITEMS,
+            Ok(n) => n.min(MAX_ITEMS),
         }
-    }
-    items.truncate(limit);
-    StatsReply::Items(items)
+    } else {
+        0
+    };
+    StatsReply::CacheDump { limit }
 }
 
 fn line(name: &str, value: impl std::fmt::Display) -> (String, String) {
