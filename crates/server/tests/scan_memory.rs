@@ -1,0 +1,151 @@
+//! Walks over whole partitions (the expiry sweep, key listings) hold record headers, never
+//! values: with large items, a chunk of values would cost the chunk length times the value
+//! size in memory.
+
+#![allow(clippy::unwrap_used)] // Test helpers fail the test by panicking.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use murakumo_engine::keys::DEFAULT_NAMESPACE as NS;
+use murakumo_engine::{Engine, EngineError, KeyHead, KeyValue, MemoryEngine, Table, WriteBatch};
+use murakumo_server::ops::{ItemCursor, StoreRequest};
+use murakumo_server::placement::partition_of;
+use murakumo_server::{Clock, Exptime, Store, StoreConfig, SweepConfig};
+
+const VALUE_LEN: usize = 64 * 1024;
+
+/// The memory engine, noting the most item bytes any one scan of the items table returned.
+#[derive(Default)]
+struct MeasuringEngine {
+    inner: MemoryEngine,
+    largest_item_scan: AtomicUsize,
+}
+
+impl MeasuringEngine {
+    fn note(&self, table: Table, bytes: usize) {
+        if table == Table::Items {
+            self.largest_item_scan.fetch_max(bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Engine for MeasuringEngine {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, EngineError> {
+        self.inner.get(table, key)
+    }
+    fn write(&self, batch: WriteBatch) -> Result<(), EngineError> {
+        self.inner.write(batch)
+    }
+    fn sync(&self) -> Result<(), EngineError> {
+        self.inner.sync()
+    }
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, EngineError> {
+        let found = self.inner.scan(table, prefix, start, limit)?;
+        self.note(table, found.iter().map(|(k, v)| k.len() + v.len()).sum());
+        Ok(found)
+    }
+    fn scan_heads(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        head_len: usize,
+    ) -> Result<Vec<KeyHead>, EngineError> {
+        let found = self
+            .inner
+            .scan_heads(table, prefix, start, limit, head_len)?;
+        self.note(
+            table,
+            found.iter().map(|e| e.key.len() + e.head.len()).sum(),
+        );
+        Ok(found)
+    }
+    fn disk_space(&self) -> u64 {
+        0
+    }
+}
+
+/// Keys that all land in one partition, so that a chunk of the walk is full of them.
+fn keys_in_one_partition(count: usize) -> Vec<String> {
+    let target = partition_of(NS, b"big:0");
+    (0..)
+        .map(|i| format!("big:{i}"))
+        .filter(|key| partition_of(NS, key.as_bytes()) == target)
+        .take(count)
+        .collect()
+}
+
+async fn store_with_large_items(expiring: bool) -> (Store, Arc<MeasuringEngine>, Clock) {
+    let engine = Arc::new(MeasuringEngine::default());
+    let clock = Clock::manual(1_700_000_000);
+    let config = StoreConfig {
+        sweep: SweepConfig {
+            pass_interval: Duration::from_millis(10),
+            partition_pause: Duration::ZERO,
+            chunk: 512,
+        },
+        ..StoreConfig::default()
+    };
+    let store = Store::open(
+        Arc::clone(&engine) as Arc<dyn Engine>,
+        config,
+        clock.clone(),
+    )
+    .unwrap();
+    for key in keys_in_one_partition(100) {
+        let mut request = StoreRequest::set(key, vec![7u8; VALUE_LEN]);
+        if expiring {
+            request.exptime = Exptime(5);
+        }
+        store.store(NS, request).await.unwrap();
+    }
+    (store, engine, clock)
+}
+
+#[tokio::test]
+async fn the_sweep_reads_headers_not_values() {
+    let (store, engine, clock) = store_with_large_items(true).await;
+    clock.advance(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.stats().reclaimed < 100 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        store.stats().reclaimed,
+        100,
+        "the sweep reclaimed every item"
+    );
+    let largest = engine.largest_item_scan.load(Ordering::Relaxed);
+    assert!(
+        largest < VALUE_LEN,
+        "a sweep scan returned {largest} bytes: values, not just headers"
+    );
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_item_walk_reads_headers_not_values() {
+    let (store, engine, _) = store_with_large_items(false).await;
+    let mut cursor = ItemCursor::new();
+    let mut listed = 0;
+    while !cursor.is_done() {
+        listed += store.scan_items(NS, &mut cursor, 256).unwrap().len();
+    }
+    assert_eq!(listed, 100);
+    let largest = engine.largest_item_scan.load(Ordering::Relaxed);
+    assert!(
+        largest < VALUE_LEN,
+        "a walk's scan returned {largest} bytes: values, not just headers"
+    );
+    store.shutdown().await;
+}
