@@ -10,13 +10,16 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use murakumo_protocol::Decoded;
-use murakumo_protocol::ascii::{self, Request, Response, StoreMode};
+use murakumo_protocol::ascii::{
+    self, MetaGet, MetaGetFlag, MetaSet, MetaSetFlag, MetaStatus, Request, Response, ReturnFlag,
+    StoreMode,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::BenchError;
 use crate::check::{Check, Expect, FLAGS, Outcome, Reply, Step, show};
 use crate::workload::{Op, value_for};
+use crate::{BenchError, Protocol};
 
 /// Reply bytes we buffer beyond the largest value we expect before calling the stream
 /// garbage: room for a `VALUE` line and a value from another run with a bigger size.
@@ -33,6 +36,7 @@ pub(crate) struct Conn {
     expects: Vec<Expect>,
     timeout: Duration,
     max_buffered: usize,
+    protocol: Protocol,
 }
 
 impl Conn {
@@ -40,6 +44,7 @@ impl Conn {
         server: &str,
         timeout: Duration,
         value_size: usize,
+        protocol: Protocol,
     ) -> Result<Self, BenchError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(server)).await {
             Ok(Ok(stream)) => stream,
@@ -70,6 +75,7 @@ impl Conn {
             expects: Vec::new(),
             timeout,
             max_buffered: value_size.saturating_mul(2).saturating_add(REPLY_SLACK),
+            protocol,
         })
     }
 
@@ -78,25 +84,46 @@ impl Conn {
         self.expects.len()
     }
 
-    /// Queues `get <key>`.
+    /// Queues `get <key>`, or `mg <key> k f v` (the key and flags come back so that the
+    /// reply can be checked as fully as a `VALUE` line).
     pub(crate) fn queue_get(&mut self, key: Bytes) {
-        let request = Request::Get {
-            keys: ascii::Keys::from_keys([&key]),
-            cas: false,
+        let request = match self.protocol {
+            Protocol::Text => Request::Get {
+                keys: ascii::Keys::from_keys([&key]),
+                cas: false,
+            },
+            Protocol::Meta => Request::MetaGet(MetaGet {
+                key: key.clone(),
+                base64: false,
+                flags: vec![
+                    MetaGetFlag::ReturnKey,
+                    MetaGetFlag::ReturnClientFlags,
+                    MetaGetFlag::ReturnValue,
+                ],
+            }),
         };
         ascii::encode_request(&request, &mut self.write_buf);
         self.expects.push(Expect::Get { key });
     }
 
-    /// Queues `set <key>` with the key's value of `value_size` bytes.
+    /// Queues `set <key>` (or `ms <key>`) with the key's value of `value_size` bytes.
     pub(crate) fn queue_set(&mut self, key: Bytes, value_size: usize) {
-        let request = Request::Store {
-            mode: StoreMode::Set,
-            value: value_for(&key, value_size),
-            key: key.clone(),
-            flags: FLAGS,
-            exptime: 0,
-            noreply: false,
+        let value = value_for(&key, value_size);
+        let request = match self.protocol {
+            Protocol::Text => Request::Store {
+                mode: StoreMode::Set,
+                value,
+                key: key.clone(),
+                flags: FLAGS,
+                exptime: 0,
+                noreply: false,
+            },
+            Protocol::Meta => Request::MetaSet(MetaSet {
+                key: key.clone(),
+                base64: false,
+                flags: vec![MetaSetFlag::ClientFlags(FLAGS)],
+                value,
+            }),
         };
         ascii::encode_request(&request, &mut self.write_buf);
         self.expects.push(Expect::Set { key });
@@ -118,6 +145,7 @@ impl Conn {
             expects,
             timeout,
             max_buffered,
+            protocol: _,
         } = self;
         let timeout = *timeout;
         let max_buffered = *max_buffered;
@@ -146,7 +174,12 @@ impl Conn {
                             read_buf.advance(consumed.min(read_buf.len()));
                             let reply =
                                 item.map_err(|e| format!("reply is not memcached protocol: {e}"))?;
-                            if let Step::Done(outcome) = check.feed(to_reply(reply)) {
+                            let (reply, then) = to_replies(reply);
+                            let mut step = check.feed(reply);
+                            if let (Step::More, Some(then)) = (&step, then) {
+                                step = check.feed(then);
+                            }
+                            if let Step::Done(outcome) = step {
                                 on_reply(op, outcome, started.elapsed());
                                 break;
                             }
@@ -182,7 +215,40 @@ impl Conn {
     }
 }
 
-/// Reduces the codec's reply to what the bench checks.
+/// Reduces the codec's reply to what the bench checks, as text-protocol replies: a meta
+/// hit (`VA`) reads as a `VALUE` and the `END` a text get would send after it, a meta
+/// miss (`EN`) as that `END` alone, and `HD` as `STORED`.
+fn to_replies(response: Response) -> (Reply, Option<Reply>) {
+    let Response::Meta(meta) = response else {
+        return (to_reply(response), None);
+    };
+    match meta.status {
+        MetaStatus::Va => {
+            let mut key = None;
+            let mut flags = 0;
+            for flag in meta.flags {
+                match flag {
+                    ReturnFlag::Key { key: k, .. } => key = Some(k),
+                    ReturnFlag::ClientFlags(f) => flags = f,
+                    _ => {}
+                }
+            }
+            let Some(key) = key else {
+                return (
+                    Reply::Other("VA without the key asked for".to_owned()),
+                    None,
+                );
+            };
+            let data = meta.data.unwrap_or_default();
+            (Reply::Value { key, flags, data }, Some(Reply::End))
+        }
+        MetaStatus::En => (Reply::End, None),
+        MetaStatus::Hd => (Reply::Stored, None),
+        _ => (to_reply(Response::Meta(meta)), None),
+    }
+}
+
+/// Reduces a text-protocol reply (or an unexpected meta one) to what the bench checks.
 fn to_reply(response: Response) -> Reply {
     match response {
         Response::Value {

@@ -39,6 +39,25 @@ const MAX_PIPELINE: u32 = 10_000;
 /// so that pipeline depth × value size stays within memory.
 const MAX_BATCH_BYTES: u64 = 256 * 1024 * 1024;
 
+/// The memcached commands a bench run sends.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// `get` and `set`.
+    #[default]
+    Text,
+    /// `mg` and `ms`, as modern clients send them.
+    Meta,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Meta => "meta",
+        })
+    }
+}
+
 /// Command-line flags of `murakumo bench`.
 ///
 /// The flag names are stable: scripts such as `scripts/bench-compare` use them.
@@ -62,6 +81,11 @@ pub struct BenchArgs {
     /// Operation mix, as sets:gets.
     #[arg(long, value_name = "SET:GET", default_value = "1:10")]
     pub ratio: Ratio,
+
+    /// Which requests to send: the classic text commands (`get`, `set`) or the meta
+    /// commands (`mg <key> k f v`, `ms <key> <len> F0`).
+    #[arg(long, value_enum, default_value_t = Protocol::Text)]
+    pub protocol: Protocol,
 
     /// Number of distinct keys, chosen uniformly.
     #[arg(long, value_name = "N", default_value_t = 100_000,
@@ -169,6 +193,7 @@ impl BenchArgs {
             connections: self.connections,
             pipeline: self.pipeline,
             ratio: self.ratio,
+            protocol: self.protocol,
             keys: self.keys,
             key_prefix: self.key_prefix.clone(),
             value_size: self.value_size as usize,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::Protocol;
 use crate::check::Outcome;
 use crate::json;
 use crate::workload::{Op, Ratio};
@@ -244,6 +245,8 @@ pub struct Settings {
     pub pipeline: u32,
     /// Set:get mix.
     pub ratio: Ratio,
+    /// Which commands were sent.
+    pub protocol: Protocol,
     /// Key space size.
     pub keys: u64,
     /// Key prefix.
@@ -295,6 +298,7 @@ impl Report {
             .u64("connections", u64::from(s.connections))
             .u64("pipeline", u64::from(s.pipeline))
             .str("ratio", &s.ratio.to_string())
+            .str("protocol", &s.protocol.to_string())
             .u64("keys", s.keys)
             .str("key_prefix", &s.key_prefix)
             .u64("value_size", s.value_size as u64)
@@ -318,8 +322,8 @@ impl fmt::Display for Report {
         let s = &self.settings;
         writeln!(
             f,
-            "murakumo bench → {}: {} connections, pipeline {}, set:get {}, {} keys, {}-byte values, seed {}",
-            s.server, s.connections, s.pipeline, s.ratio, s.keys, s.value_size, s.seed
+            "murakumo bench → {}: {} connections, pipeline {}, set:get {} ({} protocol), {} keys, {}-byte values, seed {}",
+            s.server, s.connections, s.pipeline, s.ratio, s.protocol, s.keys, s.value_size, s.seed
         )?;
         writeln!(f)?;
         writeln!(
@@ -485,6 +489,7 @@ mod tests {
                 connections: 2,
                 pipeline: 4,
                 ratio: Ratio::default(),
+                protocol: Protocol::Text,
                 keys: 10,
                 key_prefix: "bench:".into(),
                 value_size: 100,
@@ -512,7 +517,7 @@ mod tests {
     #[test]
     fn json_has_the_documented_shape() {
         let text = sample_report().to_json();
-        assert!(text.starts_with(r#"{"settings":{"server":"127.0.0.1:11211","connections":2,"pipeline":4,"ratio":"1:10","keys":10,"key_prefix":"bench:","value_size":100,"duration_secs":1.500,"max_ops":null,"seed":1},"prefill":{"elapsed_secs":0.500,"ops":1,"ops_per_sec":2.000,"hits":0,"misses":0,"errors":1,"#), "{text}");
+        assert!(text.starts_with(r#"{"settings":{"server":"127.0.0.1:11211","connections":2,"pipeline":4,"ratio":"1:10","protocol":"text","keys":10,"key_prefix":"bench:","value_size":100,"duration_secs":1.500,"max_ops":null,"seed":1},"prefill":{"elapsed_secs":0.500,"ops":1,"ops_per_sec":2.000,"hits":0,"misses":0,"errors":1,"#), "{text}");
         assert!(text.contains(r#""load":{"elapsed_secs":1.000,"ops":2,"ops_per_sec":2.000,"hits":1,"misses":0,"errors":1,"get":{"ops":2,"ops_per_sec":2.000,"p50_us":100,"p99_us":100,"p999_us":100,"max_us":100,"mean_us":100.000},"set":{"ops":0,"#), "{text}");
         assert!(
             text.ends_with(

@@ -127,7 +127,13 @@ async fn connect_all(args: &BenchArgs) -> Result<Vec<Conn>, BenchError> {
         let server = args.server.clone();
         let timeout = args.timeout();
         let value_size = args.value_size as usize;
-        tasks.spawn(async move { (id, Conn::connect(&server, timeout, value_size).await) });
+        let protocol = args.protocol;
+        tasks.spawn(async move {
+            (
+                id,
+                Conn::connect(&server, timeout, value_size, protocol).await,
+            )
+        });
     }
     let mut slots: Vec<Option<Conn>> = (0..args.connections).map(|_| None).collect();
     while let Some(joined) = tasks.join_next().await {

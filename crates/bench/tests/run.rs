@@ -165,6 +165,37 @@ async fn one_second_against_memcached_is_clean() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_meta_protocol_against_memcached_is_clean() {
+    let server = Memcached::start();
+    let report = run(args(
+        &server.addr,
+        &[
+            "--protocol",
+            "meta",
+            "--connections",
+            "4",
+            "--pipeline",
+            "8",
+            "--keys",
+            "2000",
+            "--prefill",
+            "--duration",
+            "1",
+        ],
+    ))
+    .await
+    .unwrap();
+
+    assert_eq!(report.errors(), 0, "{report}");
+    let prefill = report.prefill.as_ref().expect("a prefill phase");
+    assert_eq!((prefill.sets, prefill.errors), (2000, 0));
+    let load = load(&report);
+    assert!(load.gets > 0 && load.sets > 0, "{report}");
+    assert_eq!(load.hits, load.gets, "{report}");
+    assert!(report.to_json().contains(r#""protocol":"meta""#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_ops_bounds_the_run_exactly() {
     let server = Memcached::start();
     let report = run(args(
@@ -278,8 +309,16 @@ async fn serve_fake(mut socket: TcpStream, kind: Fake) {
                         reply.extend_from_slice(b"END\r\n");
                         reply
                     }
+                    (Fake::WrongValue, Ok(Request::MetaGet(get))) => {
+                        let mut reply = b"VA 5 k".to_vec();
+                        reply.extend_from_slice(&get.key);
+                        reply.extend_from_slice(b" f0\r\nWRONG\r\n");
+                        reply
+                    }
                     (_, Ok(Request::Get { .. })) => b"END\r\n".to_vec(),
                     (_, Ok(Request::Store { .. })) => b"STORED\r\n".to_vec(),
+                    (_, Ok(Request::MetaGet(_))) => b"EN\r\n".to_vec(),
+                    (_, Ok(Request::MetaSet(_))) => b"HD\r\n".to_vec(),
                     (_, other) => panic!("the bench sent {other:?}"),
                 };
                 answered += 1;
@@ -332,6 +371,36 @@ async fn a_wrong_value_is_counted_as_an_error() {
         "{:?}",
         report.error_samples
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_meta_value_is_counted_as_an_error() {
+    let addr = fake_server(Fake::WrongValue).await;
+    let report = run(args(
+        &addr,
+        &[
+            "--protocol",
+            "meta",
+            "--connections",
+            "2",
+            "--ratio",
+            "1:1",
+            "--keys",
+            "10",
+            "--duration",
+            "0",
+            "--max-ops",
+            "100",
+        ],
+    ))
+    .await
+    .expect("verification errors do not abort the run");
+
+    let load = load(&report);
+    assert_eq!(load.ops(), 100);
+    assert!(load.gets > 0 && load.sets > 0, "{report}");
+    assert_eq!(load.errors, load.gets, "{report}");
+    assert_eq!((load.hits, load.misses), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
