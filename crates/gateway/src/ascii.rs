@@ -21,10 +21,56 @@ pub(crate) const TOO_LARGE: &str = "object too large for cache";
 /// The reply memcached gives to incr/decr of a value that is not a number.
 pub(crate) const NON_NUMERIC: &str = "cannot increment or decrement non-numeric value";
 
-/// A retrieval's hit: read in place, or returned by the writer after a touch (`gat`).
-enum Hit {
+/// A retrieval's hit: read in place, or returned by the writer (after a touch, or a meta
+/// get's vivify or recache win). Read hits are written out from the bytes they were read
+/// from, which keeps a cached get free of allocations.
+pub(crate) enum Found {
     Read(ItemRef),
-    Touched(Item),
+    Fetched(Item),
+}
+
+impl Found {
+    pub(crate) fn value(&self) -> &[u8] {
+        match self {
+            Self::Read(item) => item.value(),
+            Self::Fetched(item) => &item.value,
+        }
+    }
+
+    pub(crate) fn client_flags(&self) -> u32 {
+        match self {
+            Self::Read(item) => item.client_flags(),
+            Self::Fetched(item) => item.client_flags,
+        }
+    }
+
+    pub(crate) fn cas(&self) -> u64 {
+        match self {
+            Self::Read(item) => item.cas(),
+            Self::Fetched(item) => item.cas,
+        }
+    }
+
+    pub(crate) fn expires_at(&self) -> u32 {
+        match self {
+            Self::Read(item) => item.expires_at(),
+            Self::Fetched(item) => item.expires_at,
+        }
+    }
+
+    pub(crate) fn stale(&self) -> bool {
+        match self {
+            Self::Read(item) => item.stale(),
+            Self::Fetched(item) => item.stale,
+        }
+    }
+
+    pub(crate) fn win_sent(&self) -> bool {
+        match self {
+            Self::Read(item) => item.win_sent(),
+            Self::Fetched(item) => item.win_sent,
+        }
+    }
 }
 
 impl Connection {
@@ -165,7 +211,7 @@ impl Connection {
                     .gateway
                     .store
                     .get_ref(self.gateway.namespace, key)
-                    .map(|found| found.map(Hit::Read)),
+                    .map(|found| found.map(Found::Read)),
                 Some(exptime) => self
                     .gateway
                     .store
@@ -175,7 +221,7 @@ impl Connection {
                     )
                     .await
                     .map(|outcome| match outcome {
-                        FetchOutcome::Hit { item, .. } => Some(Hit::Touched(item)),
+                        FetchOutcome::Hit { item, .. } => Some(Found::Fetched(item)),
                         FetchOutcome::Miss => None,
                     }),
             };
@@ -185,11 +231,13 @@ impl Connection {
                     if touch.is_some() {
                         bump(&self.gateway.stats.touch_hits);
                     }
-                    let (flags, item_cas, value) = match &hit {
-                        Hit::Read(item) => (item.client_flags(), item.cas(), item.value()),
-                        Hit::Touched(item) => (item.client_flags, item.cas, &item.value[..]),
-                    };
-                    ascii::encode_value(key, flags, cas.then_some(item_cas), value, &mut self.out);
+                    ascii::encode_value(
+                        key,
+                        hit.client_flags(),
+                        cas.then_some(hit.cas()),
+                        hit.value(),
+                        &mut self.out,
+                    );
                 }
                 Ok(None) => {
                     bump(&self.gateway.stats.get_misses);

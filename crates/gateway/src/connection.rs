@@ -52,6 +52,8 @@ pub(crate) struct Connection {
     pub(crate) authenticated: bool,
     /// This connection's line in `stats conns`.
     listed: Registration,
+    /// Return flags of the meta reply being built, kept between replies for its capacity.
+    pub(crate) meta_flags: Vec<ascii::ReturnFlag>,
 }
 
 /// The write side failed; the connection is over.
@@ -78,6 +80,7 @@ impl Connection {
             swallow: 0,
             protocol: None,
             authenticated,
+            meta_flags: Vec::new(),
         }
     }
 

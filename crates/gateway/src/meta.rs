@@ -15,18 +15,18 @@ use murakumo_protocol::ascii::{
 };
 use murakumo_server::expiry::remaining_ttl;
 use murakumo_server::ops::{
-    ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, FetchOutcome, FetchRequest, Item,
+    ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, FetchOutcome, FetchRequest,
     StoreMode, StoreOutcome, StoreRequest,
 };
 use murakumo_server::{AccessInfo, Exptime, StoreError};
 
-use crate::ascii::{NON_NUMERIC, TOO_LARGE, store_error};
+use crate::ascii::{Found, NON_NUMERIC, TOO_LARGE, store_error};
 use crate::connection::{Connection, Disconnected};
 use crate::stats::bump;
 
 /// A meta get hit, with what the reply needs beyond the item.
 struct Hit {
-    item: Item,
+    item: Found,
     won: bool,
     access: AccessInfo,
     /// Expiry before this request's `T`, for a `t` that comes before it.
@@ -77,20 +77,22 @@ impl Connection {
         else {
             bump(&stats.get_misses);
             if !quiet {
-                let mut reply = MetaResponse::new(MetaStatus::En);
+                let mut flags = std::mem::take(&mut self.meta_flags);
+                flags.clear();
                 for flag in &request.flags {
                     match flag {
                         MetaGetFlag::Opaque(opaque) => {
-                            reply.flags.push(ReturnFlag::Opaque(opaque.clone()));
+                            flags.push(ReturnFlag::Opaque(opaque.clone()));
                         }
-                        MetaGetFlag::ReturnKey => reply.flags.push(ReturnFlag::Key {
+                        MetaGetFlag::ReturnKey => flags.push(ReturnFlag::Key {
                             key: request.key.clone(),
                             base64: request.base64,
                         }),
                         _ => {}
                     }
                 }
-                ascii::encode_response(&Response::Meta(reply), &mut self.out);
+                ascii::encode_meta_reply(MetaStatus::En, &flags, None, &mut self.out);
+                self.meta_flags = flags;
             }
             return Ok(());
         };
@@ -100,21 +102,20 @@ impl Connection {
             .flags
             .iter()
             .any(|f| matches!(f, MetaGetFlag::ReturnValue));
-        let mut reply = MetaResponse::new(if wants_value {
-            MetaStatus::Va
-        } else {
-            MetaStatus::Hd
-        });
+        // The reply's flags go into a list the connection keeps, so that answering a get
+        // allocates nothing for them.
+        let mut flags = std::mem::take(&mut self.meta_flags);
+        flags.clear();
         // memcached applies flags in order: a `t` before `T` reports the TTL before the touch.
         let mut expires_at = expires_before;
         for flag in &request.flags {
-            reply.flags.push(match flag {
+            flags.push(match flag {
                 MetaGetFlag::Touch(_) => {
-                    expires_at = item.expires_at;
+                    expires_at = item.expires_at();
                     continue;
                 }
-                MetaGetFlag::ReturnCas => ReturnFlag::Cas(item.cas),
-                MetaGetFlag::ReturnClientFlags => ReturnFlag::ClientFlags(item.client_flags),
+                MetaGetFlag::ReturnCas => ReturnFlag::Cas(item.cas()),
+                MetaGetFlag::ReturnClientFlags => ReturnFlag::ClientFlags(item.client_flags()),
                 MetaGetFlag::ReturnHit => ReturnFlag::Hit(access.fetched_before),
                 MetaGetFlag::ReturnKey => ReturnFlag::Key {
                     key: request.key.clone(),
@@ -124,16 +125,19 @@ impl Connection {
                     ReturnFlag::LastAccess(u64::from(now.saturating_sub(access.last_access)))
                 }
                 MetaGetFlag::Opaque(opaque) => ReturnFlag::Opaque(opaque.clone()),
-                MetaGetFlag::ReturnSize => ReturnFlag::Size(item.value.len() as u64),
+                MetaGetFlag::ReturnSize => ReturnFlag::Size(item.value().len() as u64),
                 MetaGetFlag::ReturnTtl => ReturnFlag::Ttl(remaining_ttl(expires_at, now)),
                 _ => continue,
             });
         }
-        push_lease_flags(&mut reply, &item, won);
-        if wants_value {
-            reply.data = Some(item.value);
-        }
-        ascii::encode_response(&Response::Meta(reply), &mut self.out);
+        push_lease_flags(&mut flags, item.stale(), item.win_sent(), won);
+        let (status, value) = if wants_value {
+            (MetaStatus::Va, Some(item.value()))
+        } else {
+            (MetaStatus::Hd, None)
+        };
+        ascii::encode_meta_reply(status, &flags, value, &mut self.out);
+        self.meta_flags = flags;
         if self.output_full() {
             self.flush().await?;
         }
@@ -154,12 +158,12 @@ impl Connection {
         let modifies =
             fetch.touch.is_some() || fetch.vivify.is_some() || fetch.recache_below.is_some();
         if !modifies {
-            match store.get_observed(ns, key, bump_access)? {
+            match store.get_ref_observed(ns, key, bump_access)? {
                 None => return Ok(None),
-                Some((item, access)) if !item.stale || item.win_sent => {
-                    let expires_before = item.expires_at;
+                Some((item, access)) if !item.stale() || item.win_sent() => {
+                    let expires_before = item.expires_at();
                     return Ok(Some(Hit {
-                        item,
+                        item: Found::Read(item),
                         won: false,
                         access,
                         expires_before,
@@ -178,7 +182,7 @@ impl Connection {
             } => {
                 let access = store.observe_fetch(ns, key, &item, bump_access);
                 Ok(Some(Hit {
-                    item,
+                    item: Found::Fetched(item),
                     won,
                     access,
                     expires_before,
@@ -382,14 +386,14 @@ impl Connection {
 }
 
 /// `W` (this client won the recache), `X` (stale), `Z` (someone else already won).
-fn push_lease_flags(reply: &mut MetaResponse, item: &Item, won: bool) {
+fn push_lease_flags(flags: &mut Vec<ReturnFlag>, stale: bool, win_sent: bool, won: bool) {
     if won {
-        reply.flags.push(ReturnFlag::Won);
+        flags.push(ReturnFlag::Won);
     }
-    if item.stale {
-        reply.flags.push(ReturnFlag::Stale);
+    if stale {
+        flags.push(ReturnFlag::Stale);
     }
-    if item.win_sent && !won {
-        reply.flags.push(ReturnFlag::AlreadyWon);
+    if win_sent && !won {
+        flags.push(ReturnFlag::AlreadyWon);
     }
 }

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use murakumo_engine::record::{HEADER_LEN, ItemHeader, Record};
+use murakumo_engine::record::{HEADER_LEN, ItemHeader, ItemState, Record};
 
 use crate::cache::CachedRecord;
 use crate::expiry::Exptime;
@@ -77,6 +77,21 @@ impl ItemRef {
     /// CAS token.
     pub fn cas(&self) -> u64 {
         self.header.cas
+    }
+
+    /// Absolute expiry, Unix seconds; 0 = never.
+    pub fn expires_at(&self) -> u32 {
+        self.header.expires_at
+    }
+
+    /// Marked stale by a meta invalidation.
+    pub fn stale(&self) -> bool {
+        self.header.state.has(ItemState::STALE)
+    }
+
+    /// A meta "win" token has already been handed out for it.
+    pub fn win_sent(&self) -> bool {
+        self.header.state.has(ItemState::WIN_SENT)
     }
 
     /// The item with its value as `Bytes`, for callers that keep it.

@@ -380,6 +380,17 @@ impl Store {
             .map(|(item, access)| (item.into_item(), access)))
     }
 
+    /// [`get_observed`](Self::get_observed) for a caller that only writes the item out
+    /// (a meta get): the value stays where it was read, as with [`get_ref`](Self::get_ref).
+    pub fn get_ref_observed(
+        &self,
+        namespace: NamespaceId,
+        key: &[u8],
+        bump: bool,
+    ) -> Result<Option<(ItemRef, AccessInfo)>, StoreError> {
+        self.read(namespace, key, bump)
+    }
+
     fn read(
         &self,
         namespace: NamespaceId,

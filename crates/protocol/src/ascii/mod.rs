@@ -53,6 +53,7 @@ pub use crawler::{
 pub use meta::{
     MetaArith, MetaArithFlag, MetaArithMode, MetaDebugResponse, MetaDelete, MetaDeleteFlag,
     MetaGet, MetaGetFlag, MetaResponse, MetaSet, MetaSetFlag, MetaSetMode, MetaStatus, ReturnFlag,
+    encode_reply as encode_meta_reply,
 };
 pub use response::{
     MAX_RESPONSE_LINE, ResponseError, decode_response, encode_response, encode_value,
@@ -408,6 +409,7 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Re
     match command {
         b"get" => return retrieval::parse_get(after_command, line_len, limits, false),
         b"gets" => return retrieval::parse_get(after_command, line_len, limits, true),
+        b"mg" => return meta::get::parse(after_command, line_len, limits),
         _ => {}
     }
     let frame = Frame {
@@ -439,7 +441,6 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Re
         b"stats" => admin::parse_stats(&frame),
         b"lru_crawler" => crawler::parse(&frame),
         b"quit" => frame.line_only(Ok(Request::Quit)),
-        b"mg" => meta::get::parse(&frame),
         b"ms" => meta::set::parse(&frame),
         b"md" => meta::delete::parse(&frame),
         b"ma" => meta::arith::parse(&frame),

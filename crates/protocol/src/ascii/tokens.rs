@@ -54,7 +54,7 @@ pub(crate) fn scan_line(buf: &[u8], max_line_len: usize) -> LineScan<'_> {
 
 /// Splits a line into its space-separated tokens, as memcached does: runs of spaces count as
 /// one separator and leading or trailing spaces are ignored.
-pub(crate) fn split(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn split(line: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
     line.split(|&b| b == b' ').filter(|t| !t.is_empty())
 }
 

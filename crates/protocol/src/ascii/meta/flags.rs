@@ -7,10 +7,12 @@
 //! the ones it understands into its own typed flag list, keeping their order.
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use super::super::base64;
-use super::super::tokens::{BAD_FORMAT, Tokens, key_ok, parse_i64, parse_u32, parse_u64};
+use super::super::tokens::{BAD_FORMAT, Tokens, key_ok, parse_i64, parse_u32, parse_u64, split};
 use super::super::{Frame, Rejection};
+use crate::Limits;
 
 /// memcached's `MFLAG_MAX_OPT_LENGTH`: a meta line may have at most 19 tokens (20 counting
 /// its tokenizer's terminator).
@@ -72,6 +74,13 @@ pub(crate) enum Flag<'a> {
     RemoveValue,
 }
 
+/// Flags kept inline by the pre-parse: more than clients send to a command, so the
+/// pre-parse allocates nothing (it runs for every meta request).
+const INLINE_FLAGS: usize = 8;
+
+/// The flags of one meta line, in request order.
+pub(crate) type Flags<'a> = SmallVec<[Flag<'a>; INLINE_FLAGS]>;
+
 /// The key and flags of a meta command line, validated.
 pub(crate) struct Parsed<'a> {
     /// The key, base64-decoded if `base64`.
@@ -79,7 +88,7 @@ pub(crate) struct Parsed<'a> {
     /// The `b` flag was given.
     pub(crate) base64: bool,
     /// Every flag, in request order.
-    pub(crate) flags: Vec<Flag<'a>>,
+    pub(crate) flags: Flags<'a>,
 }
 
 /// Why a meta line was refused, before the command-specific wording is chosen.
@@ -130,6 +139,24 @@ pub(crate) fn parse_line<'a>(
     preparse(key, flag_tokens).map_err(MetaError::Flags)
 }
 
+/// [`parse_line`] for a command whose flags follow its key (`mg`), from the text after
+/// the command word: the same checks without the line's tokeniser, which is most of the
+/// work for a line this short.
+pub(crate) fn parse_args<'a>(args: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, MetaError> {
+    let mut tokens = split(args);
+    let Some(key) = tokens.next() else {
+        return Err(MetaError::Unknown);
+    };
+    if !key_ok(key, limits.max_key_len) {
+        return Err(MetaError::Line(BAD_FORMAT));
+    }
+    // The command and the key, then the flags.
+    if 2 + tokens.clone().count() > MAX_META_TOKENS {
+        return Err(MetaError::Line("options flags are too long"));
+    }
+    preparse(key, tokens).map_err(MetaError::Flags)
+}
+
 /// The pre-parse's error state, as memcached keeps it: one message that later soft errors
 /// overwrite (its default being the generic one), and whether any error happened at all.
 struct SoftErrors {
@@ -162,7 +189,7 @@ fn preparse<'a>(
         message: BAD_FORMAT,
     };
     let mut key = None;
-    let mut flags = Vec::new();
+    let mut flags = Flags::new();
     for token in tokens {
         let Some((&letter, arg)) = token.split_first() else {
             continue;
@@ -225,7 +252,9 @@ fn preparse<'a>(
             b'x' => Some(Flag::RemoveValue),
             _ => return Err("invalid flag"),
         };
-        flags.extend(flag);
+        if let Some(flag) = flag {
+            flags.push(flag);
+        }
     }
     if errors.failed {
         return Err(errors.message);
@@ -251,7 +280,7 @@ pub(crate) fn opaque(arg: &[u8]) -> Result<Bytes, Rejection> {
 /// `Ok(None)` for a flag the command accepts but ignores (as memcached does) and a
 /// rejection for one it refuses. The first rejection wins.
 pub(crate) fn typed_flags<T>(
-    flags: Vec<Flag<'_>>,
+    flags: Flags<'_>,
     typed: impl Fn(Flag<'_>) -> Result<Option<T>, Rejection>,
 ) -> Result<Vec<T>, Rejection> {
     let mut out = Vec::with_capacity(flags.len());

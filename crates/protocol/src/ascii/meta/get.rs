@@ -3,9 +3,10 @@
 use bytes::{Bytes, BytesMut};
 
 use super::super::tokens::{put_i64, put_u64};
-use super::super::{Frame, Outcome, Rejection, Request};
+use super::super::{Outcome, Rejection, Request};
 use super::flags::{self, Flag};
 use super::{put_base64_flag, put_flag_bytes, put_key};
+use crate::{Decoded, Limits};
 
 /// A meta get: fetch (and optionally touch, vivify or race for a recache of) one item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,10 +75,16 @@ impl MetaGet {
     }
 }
 
-pub(crate) fn parse(frame: &Frame<'_>) -> Outcome {
-    let parsed = match flags::parse_line(frame, 2) {
+/// `mg <key> <flags>*`, from the text after `mg`; `line_len` is what the line consumes.
+/// It is decoded without the general tokeniser, as `get` is: it is as common.
+pub(crate) fn parse(args: &[u8], line_len: usize, limits: &Limits) -> Outcome {
+    let line_only = |item| Decoded::Done {
+        item,
+        consumed: line_len,
+    };
+    let parsed = match flags::parse_args(args, limits) {
         Ok(parsed) => parsed,
-        Err(e) => return frame.line_only(Err(e.rejection())),
+        Err(e) => return line_only(Err(e.rejection())),
     };
     let mut out = Vec::with_capacity(parsed.flags.len());
     for flag in parsed.flags {
@@ -89,7 +96,7 @@ pub(crate) fn parse(frame: &Frame<'_>) -> Outcome {
             Flag::ReturnLastAccess => MetaGetFlag::ReturnLastAccess,
             Flag::Opaque(arg) => match flags::opaque(arg) {
                 Ok(o) => MetaGetFlag::Opaque(o),
-                Err(rej) => return frame.line_only(Err(rej)),
+                Err(rej) => return line_only(Err(rej)),
             },
             Flag::Quiet => MetaGetFlag::Quiet,
             Flag::ReturnSize => MetaGetFlag::ReturnSize,
@@ -112,7 +119,7 @@ pub(crate) fn parse(frame: &Frame<'_>) -> Outcome {
         };
         out.push(typed);
     }
-    frame.line_only(Ok::<_, Rejection>(Request::MetaGet(MetaGet {
+    line_only(Ok::<_, Rejection>(Request::MetaGet(MetaGet {
         key: parsed.key,
         base64: parsed.base64,
         flags: out,

@@ -120,18 +120,33 @@ pub struct MetaDebugResponse {
 }
 
 pub(crate) fn encode(m: &MetaResponse, out: &mut BytesMut) {
-    let data = m.data.as_ref().filter(|_| m.status == MetaStatus::Va);
-    out.reserve(32 + data.map_or(0, Bytes::len));
-    out.extend_from_slice(m.status.word());
-    if m.status == MetaStatus::Va {
+    encode_reply(m.status, &m.flags, m.data.as_deref(), out);
+}
+
+/// Appends a meta reply from its parts: what [`MetaResponse`] holds, with the value
+/// borrowed. A server answering `mg` from its own buffers writes the value straight from
+/// them this way, and keeps its flag list for the next reply; building a `MetaResponse`
+/// would cost an allocation for each.
+///
+/// `value` is written only for `VA` (as an empty value if it is `None`).
+pub fn encode_reply(
+    status: MetaStatus,
+    flags: &[ReturnFlag],
+    value: Option<&[u8]>,
+    out: &mut BytesMut,
+) {
+    let data = value.filter(|_| status == MetaStatus::Va);
+    out.reserve(32 + data.map_or(0, <[u8]>::len));
+    out.extend_from_slice(status.word());
+    if status == MetaStatus::Va {
         out.extend_from_slice(b" ");
         put_u64(out, data.map_or(0, |d| d.len() as u64));
     }
-    for flag in &m.flags {
+    for flag in flags {
         encode_flag(flag, out);
     }
     out.extend_from_slice(b"\r\n");
-    if m.status == MetaStatus::Va {
+    if status == MetaStatus::Va {
         if let Some(d) = data {
             out.extend_from_slice(d);
         }
