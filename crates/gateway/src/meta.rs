@@ -78,7 +78,6 @@ impl Connection {
             bump(&stats.get_misses);
             if !quiet {
                 let mut flags = std::mem::take(&mut self.meta_flags);
-                flags.clear();
                 for flag in &request.flags {
                     match flag {
                         MetaGetFlag::Opaque(opaque) => {
@@ -92,7 +91,7 @@ impl Connection {
                     }
                 }
                 ascii::encode_meta_reply(MetaStatus::En, &flags, None, &mut self.out);
-                self.meta_flags = flags;
+                self.keep_meta_flags(flags);
             }
             return Ok(());
         };
@@ -105,7 +104,6 @@ impl Connection {
         // The reply's flags go into a list the connection keeps, so that answering a get
         // allocates nothing for them.
         let mut flags = std::mem::take(&mut self.meta_flags);
-        flags.clear();
         // memcached applies flags in order: a `t` before `T` reports the TTL before the touch.
         let mut expires_at = expires_before;
         for flag in &request.flags {
@@ -137,7 +135,7 @@ impl Connection {
             (MetaStatus::Hd, None)
         };
         ascii::encode_meta_reply(status, &flags, value, &mut self.out);
-        self.meta_flags = flags;
+        self.keep_meta_flags(flags);
         if self.output_full() {
             self.flush().await?;
         }
@@ -147,6 +145,13 @@ impl Connection {
     /// Finds the item for `mg`. A plain read is served on this thread; anything that may
     /// change the item (touch, vivify, recache, or a stale item whose win has not been
     /// handed out yet) goes through the writer so exactly one client wins.
+    /// Keeps a reply's flag list for the next reply: emptied, so that it holds no key or
+    /// opaque token between requests, but with its capacity.
+    fn keep_meta_flags(&mut self, mut flags: Vec<ReturnFlag>) {
+        flags.clear();
+        self.meta_flags = flags;
+    }
+
     async fn meta_lookup(
         &mut self,
         key: &Bytes,
