@@ -17,6 +17,8 @@ use crate::connection::{Connection, Disconnected};
 use crate::stats::{ITEM_CLASS, SCAN_CHUNK};
 
 impl Connection {
+    /// `lru_crawler crawl|metadump <classes>`. Every item is in class 1, so naming other
+    /// (valid) classes finds nothing; naming one that cannot exist is `BADCLASS`.
     pub(crate) async fn lru_crawler(
         &mut self,
         request: CrawlerRequest,
