@@ -29,7 +29,7 @@ use crate::partition::{
     parse_state_key,
 };
 use crate::placement::{PARTITIONS, partition_of};
-use crate::writer::{Job, Op, OpOutcome, Writer, WriterHandle};
+use crate::writer::{Job, Op, OpOutcome, Writer, WriterHandle, record_size};
 
 /// When writes become durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -376,7 +376,7 @@ impl Store {
         bump: bool,
     ) -> Result<Option<(Item, AccessInfo)>, StoreError> {
         Ok(self
-            .read(namespace, key, bump)?
+            .get_ref_observed(namespace, key, bump)?
             .map(|(item, access)| (item.into_item(), access)))
     }
 
@@ -595,10 +595,11 @@ impl Store {
                     continue;
                 }
                 let previous_fetch = self.shared.cache.record_fetch(&entry.key, header.seq, None);
+                let value_len = entry.value_len.saturating_sub(HEADER_LEN);
                 found.push(ItemSummary {
+                    stored_size: record_size(&entry.key, value_len),
                     key: entry.key.slice(prefix.len()..),
-                    value_len: entry.value_len.saturating_sub(HEADER_LEN),
-                    stored_size: (entry.key.len() + entry.value_len) as u64,
+                    value_len,
                     client_flags: header.client_flags,
                     cas: header.cas,
                     expires_at: header.expires_at,

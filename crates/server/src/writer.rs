@@ -622,8 +622,8 @@ impl Writer {
         }
         header.seq = state.seq;
         header.cas = cas.unwrap_or_else(|| generated_cas(state.seq, slot.partition));
-        let removed = physical.map(|old| record_size(&slot.key, &old.value));
-        self.account(slot, Some(record_size(&slot.key, &value)), removed);
+        let removed = physical.map(|old| record_size(&slot.key, old.value.len()));
+        self.account(slot, Some(record_size(&slot.key, value.len())), removed);
         if needs_sweeping(&header) {
             group.sweepable.push((slot.namespace, slot.partition));
         }
@@ -644,7 +644,7 @@ impl Writer {
 
     fn remove(&mut self, group: &mut Group, slot: &Slot, physical: Option<&Record>) {
         let Some(old) = physical else { return };
-        self.account(slot, None, Some(record_size(&slot.key, &old.value)));
+        self.account(slot, None, Some(record_size(&slot.key, old.value.len())));
         group.batch.delete(Table::Items, slot.key.clone());
         group.record_change(slot.key.clone(), None);
         self.unpersisted.insert((slot.namespace, slot.partition));
@@ -897,8 +897,9 @@ fn saturating_sub(counter: &std::sync::atomic::AtomicU64, amount: u64) {
     });
 }
 
-fn record_size(key: &[u8], value: &[u8]) -> u64 {
-    (key.len() + HEADER_LEN + value.len()) as u64
+/// What a record counts for in `bytes`: its engine key, header and value.
+pub(crate) fn record_size(key: &[u8], value_len: usize) -> u64 {
+    (key.len() + HEADER_LEN + value_len) as u64
 }
 
 /// Parses a stored counter the way memcached's `strtoull` does: decimal digits, with

@@ -126,17 +126,8 @@ pub(crate) fn parse_line<'a>(
     first_flag: usize,
 ) -> Result<Parsed<'a>, MetaError> {
     let toks: &Tokens<'a> = &frame.tokens;
-    let Some(key) = toks.get(1) else {
-        return Err(MetaError::Unknown);
-    };
-    if !key_ok(key, frame.limits.max_key_len) {
-        return Err(MetaError::Line(BAD_FORMAT));
-    }
-    if toks.len() > MAX_META_TOKENS {
-        return Err(MetaError::Line("options flags are too long"));
-    }
     let flag_tokens = (first_flag..toks.len()).filter_map(|i| toks.get(i));
-    preparse(key, flag_tokens).map_err(MetaError::Flags)
+    check(toks.get(1), toks.len(), flag_tokens, frame.limits)
 }
 
 /// [`parse_line`] for a command whose flags follow its key (`mg`), from the text after
@@ -144,17 +135,30 @@ pub(crate) fn parse_line<'a>(
 /// work for a line this short.
 pub(crate) fn parse_args<'a>(args: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, MetaError> {
     let mut tokens = split(args);
-    let Some(key) = tokens.next() else {
+    let key = tokens.next();
+    // The command and the key, then the flags.
+    let token_count = 1 + usize::from(key.is_some()) + tokens.clone().count();
+    check(key, token_count, tokens, limits)
+}
+
+/// The checks of every meta line, in memcached's order: a key at all, a valid key, at most
+/// [`MAX_META_TOKENS`] tokens (`token_count` includes the command), then the flags.
+fn check<'a>(
+    key: Option<&'a [u8]>,
+    token_count: usize,
+    flag_tokens: impl Iterator<Item = &'a [u8]>,
+    limits: &Limits,
+) -> Result<Parsed<'a>, MetaError> {
+    let Some(key) = key else {
         return Err(MetaError::Unknown);
     };
     if !key_ok(key, limits.max_key_len) {
         return Err(MetaError::Line(BAD_FORMAT));
     }
-    // The command and the key, then the flags.
-    if 2 + tokens.clone().count() > MAX_META_TOKENS {
+    if token_count > MAX_META_TOKENS {
         return Err(MetaError::Line("options flags are too long"));
     }
-    preparse(key, tokens).map_err(MetaError::Flags)
+    preparse(key, flag_tokens).map_err(MetaError::Flags)
 }
 
 /// The pre-parse's error state, as memcached keeps it: one message that later soft errors
