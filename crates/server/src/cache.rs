@@ -10,6 +10,10 @@ use parking_lot::Mutex;
 const SHARDS: usize = 64;
 /// Per-entry bookkeeping beyond key and record bytes (table slot, allocation header).
 const ENTRY_OVERHEAD: usize = 48;
+/// What a shared entry (see [`SHARE_FROM`]) adds: its box, the key's allocation, the
+/// `Bytes` handle, and the rest of an engine block (about `SHARE_FROM` bytes) that a
+/// record read from the engine may keep alive.
+const SHARED_OVERHEAD: usize = 64 + SHARE_FROM;
 
 /// What a lookup found.
 #[derive(Debug)]
@@ -52,8 +56,10 @@ pub(crate) struct FillToken {
 /// heap block (whose first line holds the reference count, the key and the record
 /// header), instead of separate blocks for key, record and their reference counts: on a
 /// large cache every one of those is a cache miss, and they dominated the cost of a get.
-/// Records are copied in, so a slice returned by the engine cannot keep a whole block
-/// alive and the memory bound holds. Eviction is arbitrary (whatever the table yields
+/// Small records are copied in, so a slice returned by the engine cannot keep a whole
+/// block alive and the memory bound holds. Large ones (see [`SHARE_FROM`]) are kept as
+/// handed in: a record that large fills most of the engine block it shares, and its
+/// entry is charged for the rest of a block as well. Eviction is arbitrary (whatever the table yields
 /// first); the cache only has to keep the hot set, and the engine remains the source of
 /// truth.
 pub(crate) struct ItemCache {
@@ -71,39 +77,87 @@ struct Shard {
     generation: u64,
 }
 
-/// A cached record: `key || record` in one block.
+/// Records at least this long are cached as the caller's `Bytes` instead of being copied
+/// into a packed block: copying a 100 KiB record twice (into the block, then into its
+/// `Arc`) was a sixth of the server's time on a 100 KiB get load, and a record that large
+/// spends no more memory on a separate key allocation than on the copy.
+const SHARE_FROM: usize = 4096;
+
+/// A cached record with its key.
 struct Entry {
     hash: u64,
-    key_len: usize,
-    block: Arc<[u8]>,
+    block: Block,
     /// When this version of the item was last fetched (meta `h`, `l`; see `access`).
     /// It lives in the table slot, which a lookup has just read anyway.
     last_fetch: Option<u32>,
 }
 
+/// Where an entry's key and record live.
+enum Block {
+    /// `key || record` in one allocation, for small records (see the cache's layout).
+    Packed { bytes: Arc<[u8]>, key_len: usize },
+    /// A large record shared with whoever handed it in, and its key.
+    Shared(Box<SharedBlock>),
+}
+
+struct SharedBlock {
+    key: Box<[u8]>,
+    record: Bytes,
+}
+
 impl Entry {
-    fn new(hash: u64, key: &[u8], record: &[u8]) -> Self {
-        let mut block = Vec::with_capacity(key.len() + record.len());
-        block.extend_from_slice(key);
-        block.extend_from_slice(record);
+    fn new(hash: u64, key: &[u8], record: &Bytes) -> Self {
+        let block = if record.len() >= SHARE_FROM {
+            Block::Shared(Box::new(SharedBlock {
+                key: key.into(),
+                record: record.clone(),
+            }))
+        } else {
+            let mut packed = Vec::with_capacity(key.len() + record.len());
+            packed.extend_from_slice(key);
+            packed.extend_from_slice(record);
+            Block::Packed {
+                bytes: packed.into(),
+                key_len: key.len(),
+            }
+        };
         Self {
             hash,
-            key_len: key.len(),
-            block: block.into(),
+            block,
             last_fetch: None,
         }
     }
 
+    #[inline]
     fn key(&self) -> &[u8] {
-        &self.block[..self.key_len]
+        match &self.block {
+            Block::Packed { bytes, key_len } => &bytes[..*key_len],
+            Block::Shared(shared) => &shared.key,
+        }
     }
 
     fn record_bytes(&self) -> &[u8] {
-        &self.block[self.key_len..]
+        match &self.block {
+            Block::Packed { bytes, key_len } => &bytes[*key_len..],
+            Block::Shared(shared) => &shared.record,
+        }
+    }
+
+    /// What tells this entry apart from every other one in its shard, whatever its key.
+    fn identity(&self) -> *const u8 {
+        match &self.block {
+            Block::Packed { bytes, .. } => bytes.as_ptr(),
+            Block::Shared(shared) => shared.key.as_ptr(),
+        }
     }
 
     fn cost(&self) -> usize {
-        self.block.len() + ENTRY_OVERHEAD
+        match &self.block {
+            Block::Packed { bytes, .. } => bytes.len() + ENTRY_OVERHEAD,
+            Block::Shared(shared) => {
+                shared.key.len() + shared.record.len() + ENTRY_OVERHEAD + SHARED_OVERHEAD
+            }
+        }
     }
 
     /// Records a fetch at `fetched_at` (unless `None`: meta `u`) and returns the previous
@@ -120,31 +174,42 @@ impl Entry {
 
     /// The record, sharing the block.
     fn record(&self) -> CachedRecord {
-        CachedRecord {
-            block: Arc::clone(&self.block),
-            start: self.key_len,
+        match &self.block {
+            Block::Packed { bytes, key_len } => CachedRecord::Packed {
+                block: Arc::clone(bytes),
+                start: *key_len,
+            },
+            Block::Shared(shared) => CachedRecord::Shared(shared.record.clone()),
         }
     }
 }
 
-/// A cached record, sharing its entry's block.
+/// A cached record, sharing its entry's memory.
 ///
-/// Handing out the block itself (one reference count) rather than a [`Bytes`] keeps a get
-/// hit free of allocations: a `Bytes` over an `Arc` needs a boxed owner. Callers that must
-/// keep the record as `Bytes` pay for that conversion with [`to_bytes`](Self::to_bytes).
+/// Handing out a small record's packed block itself (one reference count) rather than a
+/// [`Bytes`] keeps a get hit free of allocations: a `Bytes` over an `Arc` needs a boxed
+/// owner. Callers that must keep the record as `Bytes` pay for that conversion with
+/// [`to_bytes`](Self::to_bytes); a large record is a `Bytes` already.
 #[derive(Debug, Clone)]
-pub(crate) struct CachedRecord {
-    block: Arc<[u8]>,
-    start: usize,
+pub(crate) enum CachedRecord {
+    Packed { block: Arc<[u8]>, start: usize },
+    Shared(Bytes),
 }
 
 impl CachedRecord {
+    #[inline]
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.block[self.start..]
+        match self {
+            Self::Packed { block, start } => &block[*start..],
+            Self::Shared(record) => record,
+        }
     }
 
     pub(crate) fn to_bytes(&self) -> Bytes {
-        Bytes::from_owner(self.clone())
+        match self {
+            Self::Packed { .. } => Bytes::from_owner(self.clone()),
+            Self::Shared(record) => record.clone(),
+        }
     }
 }
 
@@ -155,11 +220,13 @@ impl AsRef<[u8]> for CachedRecord {
 }
 
 impl Shard {
+    #[inline]
     fn find(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
         self.entries
             .find(hash, |e| e.hash == hash && e.key() == key)
     }
 
+    #[inline]
     fn find_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut Entry> {
         self.entries
             .find_mut(hash, |e| e.hash == hash && e.key() == key)
@@ -188,11 +255,8 @@ impl Shard {
             let Some(victim) = self.entries.iter().next() else {
                 break;
             };
-            let (hash, block) = (victim.hash, Arc::clone(&victim.block));
-            if let Ok(found) = self
-                .entries
-                .find_entry(hash, |e| Arc::ptr_eq(&e.block, &block))
-            {
+            let (hash, identity) = (victim.hash, victim.identity());
+            if let Ok(found) = self.entries.find_entry(hash, |e| e.identity() == identity) {
                 let (entry, _) = found.remove();
                 self.bytes -= entry.cost();
             }
@@ -262,7 +326,7 @@ impl ItemCache {
         &self,
         token: FillToken,
         key: &[u8],
-        record: &[u8],
+        record: &Bytes,
         fetched_at: Option<u32>,
     ) {
         if self.shard_capacity == 0 {
@@ -303,7 +367,7 @@ impl ItemCache {
     /// cache holds what is read, and reads fill it. So a bulk load (or any write-only
     /// data) does not evict the hot set, nor hold memory that no read asked for; a key's
     /// first read after its write costs one engine lookup.
-    pub(crate) fn update(&self, key: &[u8], record: Option<&[u8]>) {
+    pub(crate) fn update(&self, key: &[u8], record: Option<&Bytes>) {
         let hash = key_hash(key);
         let shard = Self::shard_of(hash);
         let generation = {
@@ -332,17 +396,21 @@ impl ItemCache {
 mod tests {
     use super::*;
 
+    fn b(bytes: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(bytes)
+    }
+
     #[test]
     fn fill_then_hit_and_writer_updates_win() {
         let cache = ItemCache::new(1 << 20);
         let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k", None) else {
             panic!()
         };
-        cache.fill(token, b"k", b"v1", None);
+        cache.fill(token, b"k", &b(b"v1"), None);
         assert!(
             matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Hit { record: r, .. } if r.as_bytes() == b"v1")
         );
-        cache.update(b"k", Some(b"v2"));
+        cache.update(b"k", Some(&b(b"v2")));
         assert!(
             matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Hit { record: r, .. } if r.as_bytes() == b"v2")
         );
@@ -361,9 +429,9 @@ mod tests {
         };
         // The writer commits (and then evicts, or deletes) while the reader holds an old
         // value from the engine.
-        cache.update(b"k", Some(b"new"));
+        cache.update(b"k", Some(&b(b"new")));
         cache.update(b"k", None);
-        cache.fill(token, b"k", b"old", None);
+        cache.fill(token, b"k", &b(b"old"), None);
         assert!(
             matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Miss(_)),
             "a stale read must not be cached"
@@ -371,7 +439,7 @@ mod tests {
     }
 
     /// What a reader does on a miss: read the engine (here: `record`) and offer it.
-    fn read_through(cache: &ItemCache, key: &[u8], record: &[u8]) {
+    fn read_through(cache: &ItemCache, key: &[u8], record: &Bytes) {
         if let Lookup::Miss(token) = cache.get(key_hash(key), key, None) {
             cache.fill(token, key, record, None);
         }
@@ -380,7 +448,7 @@ mod tests {
     #[test]
     fn writes_replace_cached_records_but_do_not_bring_in_new_ones() {
         let cache = ItemCache::new(1 << 20);
-        cache.update(b"written", Some(b"v1"));
+        cache.update(b"written", Some(&b(b"v1")));
         assert!(
             matches!(
                 cache.get(key_hash(b"written"), b"written", None),
@@ -388,8 +456,8 @@ mod tests {
             ),
             "a write alone does not fill the cache"
         );
-        read_through(&cache, b"read", b"v1");
-        cache.update(b"read", Some(b"v2"));
+        read_through(&cache, b"read", &b(b"v1"));
+        cache.update(b"read", Some(&b(b"v2")));
         assert!(
             matches!(cache.get(key_hash(b"read"), b"read", None), Lookup::Hit { record: r, .. } if r.as_bytes() == b"v2")
         );
@@ -401,8 +469,8 @@ mod tests {
         let cache = ItemCache::new(capacity);
         for i in 0..10_000 {
             let key = format!("key{i}");
-            read_through(&cache, key.as_bytes(), &[0u8; 100]);
-            cache.update(key.as_bytes(), Some(&[1u8; 100]));
+            read_through(&cache, key.as_bytes(), &b(&[0u8; 100]));
+            cache.update(key.as_bytes(), Some(&b(&[1u8; 100])));
         }
         let total: usize = cache.shards.iter().map(|s| s.lock().bytes).sum();
         assert!(total <= capacity, "{total} > {capacity}");
@@ -413,10 +481,70 @@ mod tests {
     }
 
     #[test]
+    fn large_records_are_shared_not_copied() {
+        let cache = ItemCache::new(1 << 20);
+        let read = Bytes::from(vec![3u8; SHARE_FROM]);
+        read_through(&cache, b"k", &read);
+        let Lookup::Hit { record, .. } = cache.get(key_hash(b"k"), b"k", None) else {
+            panic!("k should be cached")
+        };
+        assert_eq!(
+            record.as_bytes().as_ptr(),
+            read.as_ptr(),
+            "the fill was copied"
+        );
+        assert_eq!(record.to_bytes().as_ptr(), read.as_ptr());
+        let written = Bytes::from(vec![4u8; SHARE_FROM * 2]);
+        cache.update(b"k", Some(&written));
+        assert_eq!(
+            cache.peek(b"k").map(|r| r.as_ptr()),
+            Some(written.as_ptr()),
+            "the update was copied"
+        );
+        // Small records are still packed with their key.
+        let small = b(b"small");
+        read_through(&cache, b"s", &small);
+        assert_ne!(cache.peek(b"s").map(|r| r.as_ptr()), Some(small.as_ptr()));
+        assert_eq!(cache.peek(b"s"), Some(small));
+    }
+
+    #[test]
+    fn memory_stays_bounded_with_records_of_every_size() {
+        let capacity = SHARDS * 64 * 1024;
+        let cache = ItemCache::new(capacity);
+        for i in 0..2_000 {
+            let key = format!("key{i}");
+            let len = [10, SHARE_FROM - 1, SHARE_FROM, 3 * SHARE_FROM][i % 4];
+            read_through(&cache, key.as_bytes(), &Bytes::from(vec![0u8; len]));
+            if i % 3 == 0 {
+                cache.update(key.as_bytes(), Some(&Bytes::from(vec![1u8; len + 1])));
+            }
+            assert!(cache.bytes() <= capacity, "{} > {capacity}", cache.bytes());
+        }
+        let cached = (0..2_000)
+            .filter(|i| cache.peek(format!("key{i}").as_bytes()).is_some())
+            .count();
+        assert!(
+            cached > 100,
+            "the cache should still be used: {cached} entries"
+        );
+        // Every cached record is the one last written or read, whatever its layout.
+        for i in 0..2_000 {
+            let key = format!("key{i}");
+            if let Some(record) = cache.peek(key.as_bytes()) {
+                let len = [10, SHARE_FROM - 1, SHARE_FROM, 3 * SHARE_FROM][i % 4];
+                let (fill, want) = if i % 3 == 0 { (1, len + 1) } else { (0, len) };
+                assert_eq!(record.len(), want, "{key}");
+                assert!(record.iter().all(|&byte| byte == fill), "{key}");
+            }
+        }
+    }
+
+    #[test]
     fn an_update_too_large_to_cache_drops_the_old_record() {
         let cache = ItemCache::new(SHARDS * 1024);
-        read_through(&cache, b"k", b"small");
-        cache.update(b"k", Some(&[7u8; 4096]));
+        read_through(&cache, b"k", &b(b"small"));
+        cache.update(b"k", Some(&b(&[7u8; 4096])));
         assert!(
             matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Miss(_)),
             "the old record must not be served after a write the cache cannot hold"
@@ -449,13 +577,13 @@ mod tests {
             panic!()
         };
         // Read from the engine at 100: that fetch is the first.
-        cache.fill(token, b"k", &record_with_seq(1), Some(100));
+        cache.fill(token, b"k", &b(&record_with_seq(1)), Some(100));
         assert_eq!(previous_fetch(&cache, Some(105)), Some(100));
         // Meta `u`: reported, not recorded.
         assert_eq!(previous_fetch(&cache, None), Some(105));
         assert_eq!(previous_fetch(&cache, Some(110)), Some(105));
         // A new version of the item starts over.
-        cache.update(b"k", Some(&record_with_seq(2)));
+        cache.update(b"k", Some(&b(&record_with_seq(2))));
         assert_eq!(previous_fetch(&cache, Some(120)), None);
         // A fetch through the writer counts for the version it returned, and only that.
         assert_eq!(cache.record_fetch(b"k", 2, Some(125)), Some(120));
@@ -466,11 +594,11 @@ mod tests {
     #[test]
     fn a_zero_capacity_cache_stores_nothing() {
         let cache = ItemCache::new(0);
-        cache.update(b"k", Some(b"v"));
+        cache.update(b"k", Some(&b(b"v")));
         let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k", None) else {
             panic!()
         };
-        cache.fill(token, b"k", b"v", None);
+        cache.fill(token, b"k", &b(b"v"), None);
         assert!(matches!(
             cache.get(key_hash(b"k"), b"k", None),
             Lookup::Miss(_)

@@ -765,7 +765,7 @@ impl Writer {
         // Before anyone hears back: a client must never read its acknowledged write back
         // stale from the cache.
         for (key, record) in &group.changes {
-            self.shared.cache.update(key, record.as_deref());
+            self.shared.cache.update(key, record.as_ref());
         }
         // Only now: a sweep that reads the new count must find these records in the engine.
         for (namespace, partition) in group.sweepable.drain(..) {
