@@ -53,10 +53,11 @@ pub use crawler::{
 pub use meta::{
     MetaArith, MetaArithFlag, MetaArithMode, MetaDebugResponse, MetaDelete, MetaDeleteFlag,
     MetaGet, MetaGetFlag, MetaResponse, MetaSet, MetaSetFlag, MetaSetMode, MetaStatus, ReturnFlag,
-    encode_reply as encode_meta_reply,
+    encode_reply as encode_meta_reply, encode_reply_head as encode_meta_reply_head,
 };
 pub use response::{
     MAX_RESPONSE_LINE, ResponseError, decode_response, encode_response, encode_value,
+    encode_value_head,
 };
 pub use retrieval::Keys;
 use tokens::{LineScan, Tokens};

@@ -47,18 +47,30 @@ pub enum ResponseError {
 /// borrowed slices and should not have to build (and drop) a [`Response`] for every hit.
 pub fn encode_value(key: &[u8], flags: u32, cas: Option<u64>, data: &[u8], out: &mut BytesMut) {
     out.reserve(key.len() + data.len() + 64);
+    encode_value_head(key, flags, cas, data.len(), out);
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the line of [`encode_value`] without its data block, for a server that sends
+/// a large value from where it is stored: the caller sends `data_len` bytes and `\r\n`.
+pub fn encode_value_head(
+    key: &[u8],
+    flags: u32,
+    cas: Option<u64>,
+    data_len: usize,
+    out: &mut BytesMut,
+) {
     out.extend_from_slice(b"VALUE ");
     out.extend_from_slice(key);
     out.extend_from_slice(b" ");
     put_u64(out, u64::from(flags));
     out.extend_from_slice(b" ");
-    put_u64(out, data.len() as u64);
+    put_u64(out, data_len as u64);
     if let Some(cas) = cas {
         out.extend_from_slice(b" ");
         put_u64(out, cas);
     }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -286,6 +298,34 @@ fn decode_value(
 mod tests {
     use super::super::meta::{MetaDebugResponse, MetaResponse, ReturnFlag};
     use super::*;
+
+    #[test]
+    fn value_and_meta_heads_frame_the_data_their_callers_send() {
+        let large = vec![7u8; 70_000];
+        for data in [&b""[..], b"v", &large] {
+            for cas in [None, Some(9)] {
+                let mut whole = BytesMut::new();
+                encode_value(b"key", 5, cas, data, &mut whole);
+                let mut parts = BytesMut::new();
+                encode_value_head(b"key", 5, cas, data.len(), &mut parts);
+                parts.extend_from_slice(data);
+                parts.extend_from_slice(b"\r\n");
+                assert_eq!(parts, whole);
+            }
+            let flags = [ReturnFlag::ClientFlags(3), ReturnFlag::Cas(4)];
+            for status in [MetaStatus::Va, MetaStatus::Hd, MetaStatus::En] {
+                let mut whole = BytesMut::new();
+                crate::ascii::encode_meta_reply(status, &flags, Some(data), &mut whole);
+                let mut parts = BytesMut::new();
+                crate::ascii::encode_meta_reply_head(status, &flags, data.len(), &mut parts);
+                if status == MetaStatus::Va {
+                    parts.extend_from_slice(data);
+                    parts.extend_from_slice(b"\r\n");
+                }
+                assert_eq!(parts, whole, "{status:?}");
+            }
+        }
+    }
 
     fn enc(r: &Response) -> Vec<u8> {
         let mut out = BytesMut::new();

@@ -29,6 +29,8 @@ pub use request::{
     Command, MAX_SASL_MECHANISM_LEN, REJECTED_BODY_WAIT_LIMIT, Rejection, Request, RequestHeader,
     decode_request, encode_request, max_request_len,
 };
-pub use response::{Response, ResponseError, decode_response, encode_response};
+pub use response::{
+    Response, ResponseError, decode_response, encode_response, encode_response_head,
+};
 pub use sasl::parse_sasl_plain;
 pub use status::Status;

@@ -237,8 +237,17 @@ pub fn decode_response(buf: &[u8]) -> Decoded<Result<Response, ResponseError>> {
 /// Extras over 255 bytes, a key over 65,535 bytes or a body over 4 GiB cannot be described by
 /// the header and are truncated to fit, so the stream stays framed.
 pub fn encode_response(resp: &Response, out: &mut BytesMut) {
-    let lens = FramedLens::fit(resp.extras.len(), resp.key.len(), resp.value.len());
-    out.reserve(HEADER_LEN + lens.body() as usize);
+    out.reserve(HEADER_LEN + resp.extras.len() + resp.key.len() + resp.value.len());
+    let value_len = encode_response_head(resp, resp.value.len(), out);
+    out.extend_from_slice(&resp.value[..value_len]);
+}
+
+/// Appends the header, extras and key of `resp`, framed for a value of `value_len` bytes
+/// that the caller sends next from where it is stored (`resp.value` is not written), and
+/// returns how many of those bytes the frame has room for (see [`encode_response`]).
+pub fn encode_response_head(resp: &Response, value_len: usize, out: &mut BytesMut) -> usize {
+    let lens = FramedLens::fit(resp.extras.len(), resp.key.len(), value_len);
+    out.reserve(HEADER_LEN + lens.extras + lens.key);
     RawHeader {
         magic: RESPONSE_MAGIC,
         opcode: resp.opcode,
@@ -253,13 +262,31 @@ pub fn encode_response(resp: &Response, out: &mut BytesMut) {
     .write(out);
     out.extend_from_slice(&resp.extras[..lens.extras]);
     out.extend_from_slice(&resp.key[..lens.key]);
-    out.extend_from_slice(&resp.value[..lens.value]);
+    lens.value
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::binary::opcode;
+
+    #[test]
+    fn a_head_frames_the_value_its_caller_sends() {
+        let response = Response::item(
+            &header(opcode::GETK),
+            7,
+            42,
+            Some(Bytes::from_static(b"key")),
+            Bytes::from(vec![5u8; 70_000]),
+        );
+        let mut whole = BytesMut::new();
+        encode_response(&response, &mut whole);
+        let mut parts = BytesMut::new();
+        let value_len = encode_response_head(&response, response.value.len(), &mut parts);
+        assert_eq!(value_len, response.value.len());
+        parts.extend_from_slice(&response.value);
+        assert_eq!(parts, whole);
+    }
 
     fn header(op: u8) -> RequestHeader {
         RequestHeader {

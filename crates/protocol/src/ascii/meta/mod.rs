@@ -25,7 +25,9 @@ use super::base64;
 pub use arith::{MetaArith, MetaArithFlag, MetaArithMode};
 pub use delete::{MetaDelete, MetaDeleteFlag};
 pub use get::{MetaGet, MetaGetFlag};
-pub use reply::{MetaDebugResponse, MetaResponse, MetaStatus, ReturnFlag, encode_reply};
+pub use reply::{
+    MetaDebugResponse, MetaResponse, MetaStatus, ReturnFlag, encode_reply, encode_reply_head,
+};
 pub use set::{MetaSet, MetaSetFlag, MetaSetMode};
 
 /// Writes the key token of a meta command: as is, or base64-encoded followed later by the

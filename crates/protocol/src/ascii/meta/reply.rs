@@ -137,21 +137,33 @@ pub fn encode_reply(
 ) {
     let data = value.filter(|_| status == MetaStatus::Va);
     out.reserve(32 + data.map_or(0, <[u8]>::len));
-    out.extend_from_slice(status.word());
-    if status == MetaStatus::Va {
-        out.extend_from_slice(b" ");
-        put_u64(out, data.map_or(0, |d| d.len() as u64));
-    }
-    for flag in flags {
-        encode_flag(flag, out);
-    }
-    out.extend_from_slice(b"\r\n");
+    encode_reply_head(status, flags, data.map_or(0, <[u8]>::len), out);
     if status == MetaStatus::Va {
         if let Some(d) = data {
             out.extend_from_slice(d);
         }
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// Appends the line of [`encode_reply`] alone, for a server that sends a large value from
+/// where it is stored: after a [`MetaStatus::Va`] line the caller sends `data_len` bytes
+/// and `\r\n`; other statuses have no data block and ignore `data_len`.
+pub fn encode_reply_head(
+    status: MetaStatus,
+    flags: &[ReturnFlag],
+    data_len: usize,
+    out: &mut BytesMut,
+) {
+    out.extend_from_slice(status.word());
+    if status == MetaStatus::Va {
+        out.extend_from_slice(b" ");
+        put_u64(out, data_len as u64);
+    }
+    for flag in flags {
+        encode_flag(flag, out);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 fn encode_flag(flag: &ReturnFlag, out: &mut BytesMut) {
