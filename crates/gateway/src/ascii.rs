@@ -37,6 +37,14 @@ impl Found {
         }
     }
 
+    /// The value as `Bytes` sharing the stored record (see [`Connection::put_value`]).
+    pub(crate) fn value_bytes(&self) -> Bytes {
+        match self {
+            Self::Read(item) => item.value_bytes(),
+            Self::Fetched(item) => item.value.clone(),
+        }
+    }
+
     pub(crate) fn client_flags(&self) -> u32 {
         match self {
             Self::Read(item) => item.client_flags(),
@@ -231,13 +239,15 @@ impl Connection {
                     if touch.is_some() {
                         bump(&self.gateway.stats.touch_hits);
                     }
-                    ascii::encode_value(
+                    ascii::encode_value_head(
                         key,
                         hit.client_flags(),
                         cas.then_some(hit.cas()),
-                        hit.value(),
+                        hit.value().len(),
                         &mut self.out,
                     );
+                    self.put_value(hit.value(), || hit.value_bytes());
+                    self.out.extend_from_slice(b"\r\n");
                 }
                 Ok(None) => {
                     bump(&self.gateway.stats.get_misses);

@@ -187,7 +187,9 @@ impl Connection {
     }
 
     fn send(&mut self, response: &Response) {
-        binary::encode_response(response, &mut self.out);
+        let value_len = binary::encode_response_head(response, response.value.len(), &mut self.out);
+        let value = &response.value[..value_len];
+        self.put_value(value, || response.value.slice(..value_len));
     }
 
     async fn touch(

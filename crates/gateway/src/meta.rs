@@ -129,12 +129,14 @@ impl Connection {
             });
         }
         push_lease_flags(&mut flags, item.stale(), item.win_sent(), won);
-        let (status, value) = if wants_value {
-            (MetaStatus::Va, Some(item.value()))
+        if wants_value {
+            let value = item.value();
+            ascii::encode_meta_reply_head(MetaStatus::Va, &flags, value.len(), &mut self.out);
+            self.put_value(value, || item.value_bytes());
+            self.out.extend_from_slice(b"\r\n");
         } else {
-            (MetaStatus::Hd, None)
-        };
-        ascii::encode_meta_reply(status, &flags, value, &mut self.out);
+            ascii::encode_meta_reply(MetaStatus::Hd, &flags, None, &mut self.out);
+        }
         self.keep_meta_flags(flags);
         if self.output_full() {
             self.flush().await?;

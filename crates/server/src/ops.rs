@@ -69,6 +69,17 @@ impl ItemRef {
         self.raw.as_bytes().get(HEADER_LEN..).unwrap_or_default()
     }
 
+    /// The value as `Bytes` sharing the stored record, for a reply that sends it from
+    /// there. Free for a record read from the engine or cached as a large one; a small
+    /// cached record costs an allocation.
+    pub fn value_bytes(&self) -> Bytes {
+        let record = match &self.raw {
+            RawRecord::Cached(record) => record.to_bytes(),
+            RawRecord::Loaded(record) => record.clone(),
+        };
+        record.slice(HEADER_LEN.min(record.len())..)
+    }
+
     /// Client flags.
     pub fn client_flags(&self) -> u32 {
         self.header.client_flags
