@@ -114,24 +114,23 @@ def test_connections_that_moved_large_values_do_not_keep_their_size(connect, ser
     setup = connect()
     setup.send(b"set %s 0 0 %d\r\n%s\r\n" % (key, size, value))
     assert setup.readline() == b"STORED"
-    # Warm up allocator and caches with the same traffic before the baseline.
-    for _ in range(3):
-        setup.send(b"get %s\r\n" % key)
-        assert setup.readline().startswith(b"VALUE")
-        assert setup.read_block(size) == value
-        assert setup.readline() == b"END"
-        setup.send(b"cas %s_missing 0 0 %d 1\r\n%s\r\n" % (key, size, value))
-        assert setup.readline() == b"NOT_FOUND"
-    before = rss_kib(server_pid)
-    held = []
-    for n in range(conns):
-        c = connect()
+
+    def fetch_one_and_send_one(c: Conn) -> None:
         c.send(b"get %s\r\n" % key)
         assert c.readline().startswith(b"VALUE")
         assert c.read_block(size) == value
         assert c.readline() == b"END"
         c.send(b"cas %s_missing 0 0 %d 1\r\n%s\r\n" % (key, size, value))
         assert c.readline() == b"NOT_FOUND"
+
+    # Warm up allocator and caches with the same traffic before the baseline.
+    for _ in range(3):
+        fetch_one_and_send_one(setup)
+    before = rss_kib(server_pid)
+    held = []
+    for _ in range(conns):
+        c = connect()
+        fetch_one_and_send_one(c)
         held.append(c)
     grown_mib = (rss_kib(server_pid) - before) / 1024
     # Per connection that is under 400 KiB, where one kept buffer would be over 1 MB.
