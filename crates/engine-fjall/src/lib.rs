@@ -16,18 +16,6 @@ use murakumo_engine::{Engine, EngineError, KeyHead, KeyValue, Table, WriteBatch,
 
 const MIB: u64 = 1024 * 1024;
 
-/// fjall's flush and compaction threads: its own cap, whatever the number of cores.
-///
-/// Why not fjall's default (one per core up to 4): with two workers, worker 0 hands every
-/// compaction request back to the queue so that it stays free for flushes, and while
-/// worker 1 compacts it keeps receiving and re-sending that same request: a busy loop.
-/// Under a write load of 100 KiB values on the 2-core test VM, that loop was a quarter
-/// of the server's CPU. With more workers a request it passes on is soon taken by one
-/// that is free: the same 1:10 load ran 14% faster with 3 or 4 workers, and loads of
-/// 100-byte items did not change. One worker would end the loop but can deadlock fjall
-/// (a worker blocking on its own full queue when it asks for a flush).
-const WORKER_THREADS: usize = 4;
-
 /// The smallest journaling limit fjall accepts.
 const MIN_JOURNALING_BYTES: u64 = 64 * MIB;
 
@@ -110,7 +98,6 @@ impl FjallEngine {
         let db = Database::builder(dir)
             .cache_size(options.cache_bytes)
             .max_journaling_size(options.journaling_bytes())
-            .worker_threads(WORKER_THREADS)
             .open()
             .map_err(|e| storage(&e))?;
         let table_options =
