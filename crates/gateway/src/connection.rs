@@ -27,8 +27,9 @@ const SEND_IN_PLACE_FROM: usize = 16 * 1024;
 
 /// Read and reply buffers that have grown past this (for one large value, a long
 /// multi-get) are given back once empty, so that an idle connection holds about
-/// `READ_CHUNK` of each however large its past requests were: 300 idle connections that had
-/// each stored a 1 MB value held 300 MiB of read buffers before.
+/// `READ_CHUNK` of each however large its past requests were: 200 idle connections that
+/// had each sent a 1 MB value held 200 MiB of read buffers before, and as much again for
+/// fetching one.
 const RETAIN_AT_MOST: usize = 4 * READ_CHUNK;
 
 /// Most buffers handed to one vectored write.

@@ -59,9 +59,9 @@ pub(crate) struct FillToken {
 /// Small records are copied in, so a slice returned by the engine cannot keep a whole
 /// block alive and the memory bound holds. Large ones (see [`SHARE_FROM`]) are kept as
 /// handed in: a record that large fills most of the engine block it shares, and its
-/// entry is charged for the rest of a block as well. Eviction is arbitrary (whatever the table yields
-/// first); the cache only has to keep the hot set, and the engine remains the source of
-/// truth.
+/// entry is charged for the rest of a block as well. Eviction is arbitrary (whatever the
+/// table yields first); the cache only has to keep the hot set, and the engine remains the
+/// source of truth.
 pub(crate) struct ItemCache {
     /// Padded so that readers on different cores locking different shards do not contend
     /// for one cache line.
@@ -79,8 +79,8 @@ struct Shard {
 
 /// Records at least this long are cached as the caller's `Bytes` instead of being copied
 /// into a packed block: copying a 100 KiB record twice (into the block, then into its
-/// `Arc`) was a sixth of the server's time on a 100 KiB get load, and a record that large
-/// spends no more memory on a separate key allocation than on the copy.
+/// `Arc`) was a sixth of the server's time on a 100 KiB get load, and next to a record that
+/// large a separate allocation for its key costs nothing worth counting.
 const SHARE_FROM: usize = 4096;
 
 /// A cached record with its key.
