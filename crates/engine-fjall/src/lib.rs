@@ -280,11 +280,8 @@ impl Engine for FjallEngine {
         limit: usize,
         head_len: usize,
     ) -> Result<Vec<KeyHead>, EngineError> {
-        self.walk(table, prefix, start, limit, |key, value| KeyHead {
-            key: Bytes::from_owner(key),
-            // The value is dropped here; only its head is kept.
-            head: Bytes::copy_from_slice(&value[..head_len.min(value.len())]),
-            value_len: value.len(),
+        self.walk(table, prefix, start, limit, |key, value| {
+            KeyHead::of(Bytes::from_owner(key), &value, head_len)
         })
     }
 

@@ -143,6 +143,18 @@ pub struct KeyHead {
     pub value_len: usize,
 }
 
+impl KeyHead {
+    /// The entry for `key` whose value is `value`. The head is a copy, so a chunk of heads
+    /// never keeps a value (or the engine block it sits in) alive.
+    pub fn of(key: Bytes, value: &[u8], head_len: usize) -> Self {
+        Self {
+            key,
+            head: Bytes::copy_from_slice(&value[..head_len.min(value.len())]),
+            value_len: value.len(),
+        }
+    }
+}
+
 /// What the store needs from a storage engine.
 ///
 /// The contract, which both engines are tested against:

@@ -109,14 +109,9 @@ impl Engine for MemoryEngine {
         limit: usize,
         head_len: usize,
     ) -> Result<Vec<KeyHead>, EngineError> {
-        Ok(
-            self.walk(table, prefix, start, limit, |(key, value)| KeyHead {
-                key: key.clone(),
-                // A copy, so the chunk never keeps an overwritten value alive.
-                head: Bytes::copy_from_slice(&value[..head_len.min(value.len())]),
-                value_len: value.len(),
-            }),
-        )
+        Ok(self.walk(table, prefix, start, limit, |(key, value)| {
+            KeyHead::of(key.clone(), value, head_len)
+        }))
     }
 
     fn disk_space(&self) -> u64 {

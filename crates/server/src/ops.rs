@@ -60,6 +60,14 @@ impl RawRecord {
             Self::Loaded(record) => record,
         }
     }
+
+    /// The record as `Bytes`, sharing its memory.
+    fn to_bytes(&self) -> Bytes {
+        match self {
+            Self::Cached(record) => record.to_bytes(),
+            Self::Loaded(record) => record.clone(),
+        }
+    }
 }
 
 impl ItemRef {
@@ -73,10 +81,7 @@ impl ItemRef {
     /// there. Free for a record read from the engine or cached as a large one; a small
     /// cached record costs an allocation.
     pub fn value_bytes(&self) -> Bytes {
-        let record = match &self.raw {
-            RawRecord::Cached(record) => record.to_bytes(),
-            RawRecord::Loaded(record) => record.clone(),
-        };
+        let record = self.raw.to_bytes();
         record.slice(HEADER_LEN.min(record.len())..)
     }
 
@@ -107,13 +112,9 @@ impl ItemRef {
 
     /// The item with its value as `Bytes`, for callers that keep it.
     pub fn into_item(self) -> Item {
-        let record = match self.raw {
-            RawRecord::Cached(record) => record.to_bytes(),
-            RawRecord::Loaded(record) => record,
-        };
         item_from_record(Record {
+            value: self.value_bytes(),
             header: self.header,
-            value: record.slice(HEADER_LEN.min(record.len())..),
         })
     }
 }
