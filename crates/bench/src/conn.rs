@@ -130,11 +130,16 @@ impl Conn {
     }
 
     /// Sends the queued requests and checks their replies in order, calling `on_reply`
-    /// with each request's kind, outcome and latency (from the moment the batch was sent).
+    /// with each request's kind, outcome and latency (from `origin`: when the batch was sent,
+    /// or, when paced, when it was due).
     ///
     /// On `Err` the connection is unusable; requests for which `on_reply` was not called got
     /// no reply. Either way the queue is empty afterwards.
-    pub(crate) async fn exchange<F>(&mut self, mut on_reply: F) -> Result<(), String>
+    pub(crate) async fn exchange<F>(
+        &mut self,
+        origin: Instant,
+        mut on_reply: F,
+    ) -> Result<(), String>
     where
         F: FnMut(Op, Outcome, Duration),
     {
@@ -150,7 +155,6 @@ impl Conn {
         let timeout = *timeout;
         let max_buffered = *max_buffered;
         let (mut reader, mut writer) = stream.split();
-        let started = Instant::now();
 
         let write = async {
             match tokio::time::timeout(timeout, writer.write_all(write_buf)).await {
@@ -180,7 +184,7 @@ impl Conn {
                                 step = check.feed(then);
                             }
                             if let Step::Done(outcome) = step {
-                                on_reply(op, outcome, started.elapsed());
+                                on_reply(op, outcome, origin.elapsed());
                                 break;
                             }
                         }

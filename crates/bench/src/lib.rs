@@ -109,6 +109,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub max_ops: Option<u64>,
 
+    /// Offer the load phase at this many requests per second in all, instead of as fast as
+    /// the server answers. Each connection sends its batches on a fixed schedule, and a
+    /// request that a slow reply held back is timed from when it was due, so a stall
+    /// shows in the percentiles instead of hiding in fewer samples.
+    #[arg(long, value_name = "OPS_PER_SEC",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
+
     /// Set every key once, pipelined, before the timed phase (also how to load N items for
     /// a memory measurement: --prefill --duration 0).
     #[arg(long)]
@@ -136,9 +144,15 @@ impl BenchArgs {
     /// Checks what clap cannot (and everything, for callers that build `BenchArgs` in code).
     fn validate(&self) -> Result<(), BenchError> {
         let invalid = |why: String| Err(BenchError::InvalidArgs(why));
-        if self.connections == 0 || self.pipeline == 0 || self.keys == 0 || self.timeout_ms == 0 {
+        if self.connections == 0
+            || self.pipeline == 0
+            || self.keys == 0
+            || self.timeout_ms == 0
+            || self.rate == Some(0)
+        {
             return invalid(
-                "--connections, --pipeline, --keys and --timeout-ms must be at least 1".into(),
+                "--connections, --pipeline, --keys, --timeout-ms and --rate must be at least 1"
+                    .into(),
             );
         }
         if self.pipeline > MAX_PIPELINE {
@@ -183,6 +197,18 @@ impl BenchArgs {
         self.pipeline.max(runner::PREFILL_MIN_DEPTH)
     }
 
+    /// With `--rate`: how long each connection waits between the starts of its batches,
+    /// so that all of them together offer that rate.
+    fn batch_interval(&self) -> Option<Duration> {
+        let rate = u128::from(self.rate?.max(1));
+        let requests_per_round =
+            u128::from(self.connections.max(1)) * u128::from(self.pipeline.max(1));
+        let nanos = 1_000_000_000 * requests_per_round / rate;
+        Some(Duration::from_nanos(
+            u64::try_from(nanos).unwrap_or(u64::MAX),
+        ))
+    }
+
     fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
@@ -199,6 +225,7 @@ impl BenchArgs {
             value_size: self.value_size as usize,
             duration: Duration::from_secs(self.duration),
             max_ops: self.max_ops,
+            rate: self.rate,
             seed: self.seed,
         }
     }
@@ -259,6 +286,11 @@ mod tests {
         Cli::try_parse_from(std::iter::once("bench").chain(flags.iter().copied())).map(|c| c.args)
     }
 
+    /// The arguments with every flag at its default.
+    pub(crate) fn defaults() -> BenchArgs {
+        parse(&[]).unwrap()
+    }
+
     #[test]
     fn defaults_match_the_brief() {
         let args = parse(&[]).unwrap();
@@ -270,6 +302,7 @@ mod tests {
         assert_eq!(args.value_size, 100);
         assert_eq!(args.duration, 10);
         assert_eq!(args.max_ops, None);
+        assert_eq!(args.rate, None);
         assert!(!args.prefill && !args.json && !args.quiet);
         assert!(args.validate().is_ok());
     }
@@ -295,6 +328,8 @@ mod tests {
             "0",
             "--max-ops",
             "7",
+            "--rate",
+            "5000",
             "--prefill",
             "--json",
             "--quiet",
@@ -312,6 +347,7 @@ mod tests {
             (1_000_000, 0, 0)
         );
         assert_eq!(args.max_ops, Some(7));
+        assert_eq!(args.rate, Some(5000));
         assert!(args.prefill && args.json && args.quiet);
         assert_eq!((args.seed, args.timeout_ms), (9, 10));
         assert_eq!(args.key_prefix, "x:");
@@ -328,6 +364,7 @@ mod tests {
             &["--ratio", "1-10"],
             &["--value-size", "134217729"],
             &["--timeout-ms", "0"],
+            &["--rate", "0"],
         ] {
             assert!(parse(flags).is_err(), "{flags:?} should be refused");
         }

@@ -257,6 +257,8 @@ pub struct Settings {
     pub duration: Duration,
     /// Cap on load requests, if any.
     pub max_ops: Option<u64>,
+    /// Offered load in requests per second, if paced (`--rate`).
+    pub rate: Option<u64>,
     /// Seed of the per-connection generators.
     pub seed: u64,
 }
@@ -304,6 +306,7 @@ impl Report {
             .u64("value_size", s.value_size as u64)
             .f64("duration_secs", s.duration.as_secs_f64())
             .opt_u64("max_ops", s.max_ops)
+            .opt_u64("rate", s.rate)
             .u64("seed", s.seed);
         json::Object::new()
             .object("settings", settings)
@@ -325,6 +328,12 @@ impl fmt::Display for Report {
             "murakumo bench → {}: {} connections, pipeline {}, set:get {} ({} protocol), {} keys, {}-byte values, seed {}",
             s.server, s.connections, s.pipeline, s.ratio, s.protocol, s.keys, s.value_size, s.seed
         )?;
+        if let Some(rate) = s.rate {
+            writeln!(
+                f,
+                "offered at {rate} ops/s; a request held back by a slow reply is timed from when it was due"
+            )?;
+        }
         writeln!(f)?;
         writeln!(
             f,
@@ -495,6 +504,7 @@ mod tests {
                 value_size: 100,
                 duration: ms(1500),
                 max_ops: None,
+                rate: None,
                 seed: 1,
             },
             prefill: Some(pre.summarize(ms(500)).unwrap()),
@@ -517,7 +527,7 @@ mod tests {
     #[test]
     fn json_has_the_documented_shape() {
         let text = sample_report().to_json();
-        assert!(text.starts_with(r#"{"settings":{"server":"127.0.0.1:11211","connections":2,"pipeline":4,"ratio":"1:10","protocol":"text","keys":10,"key_prefix":"bench:","value_size":100,"duration_secs":1.500,"max_ops":null,"seed":1},"prefill":{"elapsed_secs":0.500,"ops":1,"ops_per_sec":2.000,"hits":0,"misses":0,"errors":1,"#), "{text}");
+        assert!(text.starts_with(r#"{"settings":{"server":"127.0.0.1:11211","connections":2,"pipeline":4,"ratio":"1:10","protocol":"text","keys":10,"key_prefix":"bench:","value_size":100,"duration_secs":1.500,"max_ops":null,"rate":null,"seed":1},"prefill":{"elapsed_secs":0.500,"ops":1,"ops_per_sec":2.000,"hits":0,"misses":0,"errors":1,"#), "{text}");
         assert!(text.contains(r#""load":{"elapsed_secs":1.000,"ops":2,"ops_per_sec":2.000,"hits":1,"misses":0,"errors":1,"get":{"ops":2,"ops_per_sec":2.000,"p50_us":100,"p99_us":100,"p999_us":100,"max_us":100,"mean_us":100.000},"set":{"ops":0,"#), "{text}");
         assert!(
             text.ends_with(

@@ -62,6 +62,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             ratio: args.ratio,
             deadline: None,
             budget: None,
+            interval: None,
         };
         let sources = (0..args.connections)
             .map(|i| Source::Prefill { next: u64::from(i) })
@@ -90,6 +91,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             ratio: args.ratio,
             deadline: timed.then(|| Instant::now() + duration),
             budget: args.max_ops.map(AtomicU64::new),
+            interval: args.batch_interval(),
         };
         let sources = (0..args.connections)
             .map(|i| Source::Load {
@@ -213,6 +215,8 @@ struct PhaseCtx {
     deadline: Option<Instant>,
     /// Load: requests not yet claimed by any task, for `--max-ops`.
     budget: Option<AtomicU64>,
+    /// Load with `--rate`: time between the starts of one connection's batches.
+    interval: Option<Duration>,
 }
 
 impl PhaseCtx {
@@ -292,11 +296,18 @@ async fn run_phase(
         }
     });
 
+    let connections = conns.len();
     let tasks: Vec<_> = conns
         .into_iter()
         .zip(sources)
         .zip(0u32..)
-        .map(|((conn, source), id)| tokio::spawn(drive(id, conn, source, Arc::clone(&ctx))))
+        .map(|((conn, source), id)| {
+            let pacer = ctx.interval.map(|interval| {
+                let start = tokio::time::Instant::from_std(started);
+                Pacer::new(interval, start, id, connections, ctx.deadline)
+            });
+            tokio::spawn(drive(id, conn, source, pacer, Arc::clone(&ctx)))
+        })
         .collect();
 
     let merged = async {
@@ -331,15 +342,87 @@ async fn run_phase(
     }
 }
 
+/// Sends one connection's batches on a fixed schedule, for `--rate`.
+///
+/// Latency is timed from when a batch was due only when the previous reply held it back
+/// (the server's doing, which a closed loop would hide by sending less), and from when
+/// it went out otherwise: the timer wakes us up to a millisecond late, and that is the
+/// bench's lateness, not the server's.
+#[derive(Debug)]
+struct Pacer {
+    interval: Duration,
+    /// When the next batch is due; `None` once that is beyond what the clock can hold.
+    due: Option<tokio::time::Instant>,
+    /// When the previous batch went out.
+    last_sent: Option<tokio::time::Instant>,
+    /// No batch is due after this.
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Pacer {
+    /// Connection `id` of `connections` starts `id / connections` of an interval after
+    /// `start`, so that the connections' batches are spread evenly over time.
+    fn new(
+        interval: Duration,
+        start: tokio::time::Instant,
+        id: u32,
+        connections: usize,
+        deadline: Option<Instant>,
+    ) -> Self {
+        let connections = u32::try_from(connections.max(1)).unwrap_or(u32::MAX);
+        let offset = interval
+            .checked_mul(id)
+            .map_or(Duration::MAX, |spread| spread / connections);
+        Self {
+            interval,
+            due: start.checked_add(offset),
+            last_sent: None,
+            deadline: deadline.map(tokio::time::Instant::from_std),
+        }
+    }
+
+    /// Waits until the next batch is due; returns the instant its latency counts from,
+    /// or `None` when the next batch would be due after the deadline.
+    async fn next(&mut self) -> Option<Instant> {
+        let due = self.due?;
+        if self.deadline.is_some_and(|deadline| due >= deadline) {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        let (sent, origin) = if now < due {
+            tokio::time::sleep_until(due).await;
+            let sent = tokio::time::Instant::now();
+            (sent, sent)
+        } else {
+            // Late: the previous reply (or this task waiting for a CPU) held the batch
+            // back. Time it from when it was due, but not from before the previous batch
+            // went out: a batch cannot overtake the one before it on a connection.
+            let origin = self.last_sent.map_or(due, |last| last.max(due));
+            (now, origin)
+        };
+        self.last_sent = Some(sent);
+        self.due = due.checked_add(self.interval);
+        Some(origin.into_std())
+    }
+}
+
 /// One connection's task: fill a batch, exchange it, count, until the phase ends.
 async fn drive(
     id: u32,
     mut conn: Conn,
     mut source: Source,
+    mut pacer: Option<Pacer>,
     ctx: Arc<PhaseCtx>,
 ) -> Result<(Conn, Tally), HistogramError> {
     let mut tally = Tally::new()?;
     while !ctx.shared.stopped() {
+        let origin = match &mut pacer {
+            Some(pacer) => match pacer.next().await {
+                Some(origin) => origin,
+                None => break,
+            },
+            None => Instant::now(),
+        };
         source.fill(&mut conn, &ctx);
         let queued = conn.queued() as u64;
         if queued == 0 {
@@ -348,7 +431,7 @@ async fn drive(
         let mut answered = 0;
         let mut errors = 0;
         let result = conn
-            .exchange(|op, outcome, latency| {
+            .exchange(origin, |op, outcome, latency| {
                 answered += 1;
                 if let Outcome::Error(text) = &outcome {
                     errors += 1;
@@ -396,6 +479,7 @@ mod tests {
             ratio: Ratio::default(),
             deadline: None,
             budget: budget.map(AtomicU64::new),
+            interval: None,
         }
     }
 
@@ -409,6 +493,100 @@ mod tests {
         assert_eq!(ctx.claim(1), 0);
         assert_eq!(ctx_with_budget(None).claim(4), 4);
         assert_eq!(ctx_with_budget(Some(0)).claim(4), 0);
+    }
+
+    /// With time paused, the clock only moves when every task waits on a timer, so the
+    /// schedule can be checked exactly. (Whole milliseconds: tokio's timer has that
+    /// resolution, which is why a batch that waited for its turn is timed from when the
+    /// timer woke us.)
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_connection_keeps_its_schedule_and_times_late_batches_from_when_they_were_due()
+    {
+        let at = |start: tokio::time::Instant, ms| (start + Duration::from_millis(ms)).into_std();
+        let start = tokio::time::Instant::now();
+        // Connection 1 of 4 starts a quarter of an interval in.
+        let mut pacer = Pacer::new(Duration::from_millis(8), start, 1, 4, Some(at(start, 100)));
+        assert_eq!(pacer.next().await, Some(at(start, 2)));
+        assert_eq!(
+            tokio::time::Instant::now(),
+            start + Duration::from_millis(2)
+        );
+
+        // The reply came back at once: the next batch waits for its turn.
+        assert_eq!(pacer.next().await, Some(at(start, 10)));
+
+        // A reply that took 21 ms holds back the next two batches: each is timed from when
+        // it was due, or from when the one before it went out if that was later.
+        tokio::time::advance(Duration::from_millis(21)).await;
+        assert_eq!(pacer.next().await, Some(at(start, 18)));
+        assert_eq!(
+            pacer.next().await,
+            Some(at(start, 31)),
+            "due at 26 ms, but the batch before it went out at 31 ms"
+        );
+        assert_eq!(
+            tokio::time::Instant::now(),
+            start + Duration::from_millis(31),
+            "late batches do not wait"
+        );
+
+        // Back on schedule, and nothing is due at or after the deadline.
+        let mut origins = Vec::new();
+        while let Some(origin) = pacer.next().await {
+            origins.push(origin);
+        }
+        let expected: Vec<_> = [34, 42, 50, 58, 66, 74, 82, 90, 98]
+            .into_iter()
+            .map(|ms| at(start, ms))
+            .collect();
+        assert_eq!(origins, expected);
+    }
+
+    #[test]
+    fn rate_is_spread_over_connections_and_pipeline() {
+        let args = |rate, connections, pipeline| BenchArgs {
+            connections,
+            pipeline,
+            rate,
+            ..crate::tests::defaults()
+        };
+        assert_eq!(args(None, 50, 1).batch_interval(), None);
+        // 50 connections of 1 request each at 1000/s: every connection every 50 ms.
+        assert_eq!(
+            args(Some(1000), 50, 1).batch_interval(),
+            Some(Duration::from_millis(50))
+        );
+        // Batches of 16 at 16 000/s over 10 connections: each every 10 ms.
+        assert_eq!(
+            args(Some(16_000), 10, 16).batch_interval(),
+            Some(Duration::from_millis(10))
+        );
+        // One request a second over the most connections and the deepest pipeline: an
+        // interval far beyond any run, without overflowing.
+        let slowest = args(Some(1), u32::MAX, crate::MAX_PIPELINE).batch_interval();
+        assert_eq!(slowest, Some(Duration::from_nanos(u64::MAX)));
+        // A start offset past what the clock can hold means nothing is ever due, rather
+        // than a panic.
+        let start = tokio::time::Instant::now();
+        let mut last = Pacer::new(
+            slowest.unwrap(),
+            start,
+            u32::MAX - 1,
+            u32::MAX as usize,
+            None,
+        );
+        assert_eq!(futures_now(last.next()), None);
+        let first = Pacer::new(slowest.unwrap(), start, 0, u32::MAX as usize, None);
+        assert_eq!(first.due, Some(start));
+    }
+
+    /// Runs a future that must not wait.
+    fn futures_now<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(future)
     }
 
     #[test]

@@ -227,6 +227,38 @@ async fn max_ops_bounds_the_run_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_never_offers_more_than_asked() {
+    let server = Memcached::start();
+    // 4 connections at 400 requests/s in all: each sends one every 10 ms, so at most 100
+    // each fall due in the second. Unpaced, memcached would answer thousands.
+    let report = run(args(
+        &server.addr,
+        &[
+            "--connections",
+            "4",
+            "--rate",
+            "400",
+            "--duration",
+            "1",
+            "--keys",
+            "50",
+            "--json",
+        ],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(report.errors(), 0, "{report}");
+    assert_eq!(report.settings.rate, Some(400));
+    let ops = load(&report).ops();
+    assert!(ops > 0 && ops <= 400, "{ops} requests offered: {report}");
+    assert!(
+        report.to_json().contains(r#""rate":400"#),
+        "{}",
+        report.to_json()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefill_alone_loads_every_key() {
     let server = Memcached::start();
     let report = run(args(
