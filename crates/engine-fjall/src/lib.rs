@@ -89,7 +89,18 @@ impl std::fmt::Debug for FjallEngine {
 }
 
 fn storage(err: &fjall::Error) -> EngineError {
-    EngineError::Storage(err.to_string())
+    match err {
+        // fjall refuses every write after one of its background workers failed, and says
+        // only "Poisoned"; the cause (a full disk, most often) is in the log line fjall
+        // wrote when the worker failed, so point the operator there.
+        fjall::Error::Poisoned => EngineError::Storage(
+            "fjall stopped accepting writes after one of its background flushes or \
+             compactions failed; fjall's error in the server's log gives the cause (such as \
+             \"No space left on device\")"
+                .to_owned(),
+        ),
+        other => EngineError::Storage(other.to_string()),
+    }
 }
 
 impl FjallEngine {

@@ -1,0 +1,123 @@
+"""A full disk: the node stops taking writes with memcached's SERVER_ERROR instead of
+losing any, and once there is room again a restart serves every write it acknowledged.
+
+The data directory is a tmpfs of a few MiB that the test mounts itself, so the disk
+really fills (``No space left on device`` from the kernel, in the middle of fjall's
+journal writes and memtable flushes) without touching the machine's own disks. Mounting
+needs root, which the test command has; elsewhere the test is skipped. Murakumo only:
+memcached writes nothing to disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+
+import pytest
+
+from mcwire import Conn, ServerClosed
+
+DISK_MIB = 24
+VALUE_LEN = 10_000
+# Far more than DISK_MIB holds, so that the disk fills; the loop stops at the first
+# refusals well before this.
+MAX_WRITES = 20 * DISK_MIB * 1024 * 1024 // VALUE_LEN
+REFUSALS_TO_SEE = 20
+
+
+def value_for(key: str) -> bytes:
+    """A value derived from the key, so that a mix-up shows."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return (digest * (VALUE_LEN // len(digest) + 1))[:VALUE_LEN]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill needs root (the test command runs as root)")
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MIB}m", "tmpfs", str(mount_point)],
+                   check=True)
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(addr: tuple[str, int]) -> tuple[list[str], list[bytes]]:
+    """Writes new keys until the server refuses ``REFUSALS_TO_SEE`` of them; returns the
+    acknowledged keys and the refusals."""
+    acked: list[str] = []
+    refusals: list[bytes] = []
+    with Conn(*addr, timeout=30) as conn:
+        for n in range(MAX_WRITES):
+            key = f"full_{n}"
+            try:
+                reply = conn.set(key, value_for(key))
+            except ServerClosed:
+                pytest.fail(f"the server closed the connection after {len(acked)} writes")
+            if reply == b"STORED":
+                acked.append(key)
+            else:
+                refusals.append(reply)
+                if len(refusals) >= REFUSALS_TO_SEE:
+                    break
+    return acked, refusals
+
+
+def acked_values_are_exact_or_refused(addr: tuple[str, int], acked: list[str]) -> int:
+    """Every acknowledged key is served with its value, or the read is refused with
+    SERVER_ERROR: never a miss and never another value. Returns how many were served."""
+    served = 0
+    with Conn(*addr, timeout=30) as conn:
+        for key in acked:
+            conn.send(f"get {key}\r\n")
+            line = conn.readline()
+            if line.startswith(b"SERVER_ERROR"):
+                continue
+            assert line.startswith(b"VALUE "), f"{key}: {line!r} (an acknowledged write is lost)"
+            data = conn.read_block(int(line.split(b" ")[3]))
+            assert conn.readline() == b"END"
+            assert data == value_for(key), f"{key}: wrong value"
+            served += 1
+    return served
+
+
+def no_panic(srv) -> None:
+    log = srv.log_path.read_text(errors="replace")
+    assert "panicked" not in log, srv.log_tail()
+
+
+def test_a_full_disk_refuses_writes_and_loses_none(murakumo_factory, small_disk):
+    srv = murakumo_factory(data_dir=small_disk / "data")
+    acked, refusals = fill(srv.addr)
+    assert len(acked) >= 100, f"only {len(acked)} writes fit on {DISK_MIB} MiB"
+    assert len(refusals) == REFUSALS_TO_SEE, f"the disk never filled after {len(acked)} writes"
+    odd = [r for r in refusals if not r.startswith(b"SERVER_ERROR ")]
+    assert not odd, f"a full disk must answer SERVER_ERROR, not {odd[:3]}"
+    assert srv.alive(), srv.log_tail()
+    # The operator can tell why: the reply names storage, and the log has the cause.
+    assert b"storage" in refusals[0], refusals[0]
+    log = srv.log_path.read_text(errors="replace")
+    assert "No space left on device" in log and "storage failure" in log, srv.log_tail()
+    with Conn(*srv.addr) as conn:
+        assert conn.cmd("version").startswith(b"VERSION "), "the node stopped answering"
+    acked_values_are_exact_or_refused(srv.addr, acked)
+    # It stops on SIGTERM (with a failure status: its storage failed), without a panic.
+    assert srv.terminate(timeout=30) != 0, srv.log_tail()
+    no_panic(srv)
+
+    # Restarted on the same, still full disk: what it serves is still exact.
+    srv.start()
+    acked_values_are_exact_or_refused(srv.addr, acked)
+    srv.terminate(timeout=30)
+    no_panic(srv)
+
+    # With room again, every acknowledged write is there and writes are taken again.
+    subprocess.run(["mount", "-o", "remount,size=256m", str(small_disk)], check=True)
+    srv.start()
+    assert acked_values_are_exact_or_refused(srv.addr, acked) == len(acked), srv.log_tail()
+    with Conn(*srv.addr) as conn:
+        assert conn.set("after", "room again") == b"STORED", srv.log_tail()
+    assert srv.terminate(timeout=30) == 0, srv.log_tail()
+    no_panic(srv)
