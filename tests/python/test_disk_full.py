@@ -107,10 +107,15 @@ def test_a_full_disk_refuses_writes_and_loses_none(murakumo_factory, small_disk)
     assert srv.terminate(timeout=30) != 0, srv.log_tail()
     no_panic(srv)
 
-    # Restarted on the same, still full disk: what it serves is still exact.
-    srv.start()
-    acked_values_are_exact_or_refused(srv.addr, acked)
-    srv.terminate(timeout=30)
+    # Restarted on the same, still full disk, it either refuses to start and says why, or
+    # serves exactly what it holds.
+    try:
+        srv.start()
+    except RuntimeError:
+        assert "No space left on device" in srv.log_tail(), srv.log_tail()
+    else:
+        acked_values_are_exact_or_refused(srv.addr, acked)
+        srv.terminate(timeout=30)
     no_panic(srv)
 
     # With room again, every acknowledged write is there and writes are taken again.
