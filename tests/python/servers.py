@@ -37,7 +37,8 @@ class ManagedServer:
 
     def __init__(self, kind: str, binary: str, workdir: Path, *, data_dir: Path | None = None,
                  sync: str | None = None, max_connections: int | None = None,
-                 idle_timeout: int | None = None, max_item_size: int | None = None):
+                 idle_timeout: int | None = None, max_item_size: int | None = None,
+                 cache_mb: int | None = None):
         if kind not in ("murakumo", "memcached"):
             raise ValueError(f"unknown server kind {kind!r}")
         self.kind = kind
@@ -49,6 +50,7 @@ class ManagedServer:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.max_item_size = max_item_size
+        self.cache_mb = cache_mb
         self.host = "127.0.0.1"
         self.port = 0
         self.proc: subprocess.Popen | None = None
@@ -67,6 +69,8 @@ class ManagedServer:
                 argv += ["-o", f"idle_timeout={self.idle_timeout}"]
             if self.max_item_size is not None:
                 argv += ["-I", str(self.max_item_size)]
+            if self.cache_mb is not None:
+                argv += ["-m", str(self.cache_mb)]
             return argv
         argv = [self.binary, "dev", "--data-dir", str(self.data_dir),
                 "--listen", f"{self.host}:{self.port}"]
@@ -82,6 +86,8 @@ class ManagedServer:
             argv += ["--idle-timeout", str(self.idle_timeout)]
         if self.max_item_size is not None:
             argv += ["--max-item-size", str(self.max_item_size)]
+        if self.cache_mb is not None:
+            argv += ["--cache-mb", str(self.cache_mb)]
         return argv
 
     def start(self) -> "ManagedServer":

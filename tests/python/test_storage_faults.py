@@ -1,11 +1,15 @@
-"""A full disk: the node stops taking writes with memcached's SERVER_ERROR instead of
-losing any, and once there is room again a restart serves every write it acknowledged.
+"""Storage faults on a real disk: the node never serves a wrong value or reports an
+acknowledged write missing; it answers memcached's SERVER_ERROR instead, and says why.
 
-The data directory is a tmpfs of a few MiB that the test mounts itself, so the disk
-really fills (``No space left on device`` from the kernel, in the middle of fjall's
-journal writes and memtable flushes) without touching the machine's own disks. Mounting
-needs root, which the test command has; elsewhere the test is skipped. Murakumo only:
-memcached writes nothing to disk.
+- A full disk: the data directory is a tmpfs of a few MiB that the test mounts itself,
+  so the disk really fills (``No space left on device`` from the kernel, in the middle of
+  fjall's journal writes and memtable flushes) without touching the machine's own disks.
+  Once there is room again, a restart serves every write that was acknowledged. Mounting
+  needs root, which the test command has; elsewhere that test is skipped.
+- A corrupt table file: bytes flipped in fjall's largest table while the node is down are
+  caught by fjall's block checksums when read.
+
+Murakumo only: memcached writes nothing to disk.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -26,10 +31,10 @@ MAX_WRITES = 20 * DISK_MIB * 1024 * 1024 // VALUE_LEN
 REFUSALS_TO_SEE = 20
 
 
-def value_for(key: str) -> bytes:
+def value_for(key: str, length: int = VALUE_LEN) -> bytes:
     """A value derived from the key, so that a mix-up shows."""
     digest = hashlib.sha256(key.encode()).digest()
-    return (digest * (VALUE_LEN // len(digest) + 1))[:VALUE_LEN]
+    return (digest * (length // len(digest) + 1))[:length]
 
 
 @pytest.fixture
@@ -65,7 +70,8 @@ def fill(addr: tuple[str, int]) -> tuple[list[str], list[bytes]]:
     return acked, refusals
 
 
-def acked_values_are_exact_or_refused(addr: tuple[str, int], acked: list[str]) -> int:
+def acked_values_are_exact_or_refused(addr: tuple[str, int], acked: list[str],
+                                      value_len: int = VALUE_LEN) -> int:
     """Every acknowledged key is served with its value, or the read is refused with
     SERVER_ERROR: never a miss and never another value. Returns how many were served."""
     served = 0
@@ -78,7 +84,7 @@ def acked_values_are_exact_or_refused(addr: tuple[str, int], acked: list[str]) -
             assert line.startswith(b"VALUE "), f"{key}: {line!r} (an acknowledged write is lost)"
             data = conn.read_block(int(line.split(b" ")[3]))
             assert conn.readline() == b"END"
-            assert data == value_for(key), f"{key}: wrong value"
+            assert data == value_for(key, value_len), f"{key}: wrong value"
             served += 1
     return served
 
@@ -125,4 +131,49 @@ def test_a_full_disk_refuses_writes_and_loses_none(murakumo_factory, small_disk)
     with Conn(*srv.addr) as conn:
         assert conn.set("after", "room again") == b"STORED", srv.log_tail()
     assert srv.terminate(timeout=30) == 0, srv.log_tail()
+    no_panic(srv)
+
+
+# Enough 1 KB items to fill the 4 MiB write buffer that --cache-mb 16 leaves the engine
+# twice over, so that fjall flushes them to table files.
+CORRUPT_ITEMS = 12_000
+CORRUPT_VALUE_LEN = 1000
+
+
+def test_a_corrupt_table_is_refused_never_served(murakumo_factory, tmp_path):
+    data_dir = tmp_path / "data"
+    srv = murakumo_factory(data_dir=data_dir, cache_mb=16)
+    keys = [f"corrupt_{n}" for n in range(CORRUPT_ITEMS)]
+    with Conn(*srv.addr, timeout=60) as conn:
+        for i in range(0, len(keys), 200):
+            conn.send(b"".join(f"set {k} 0 0 {CORRUPT_VALUE_LEN} noreply\r\n".encode()
+                               + value_for(k, CORRUPT_VALUE_LEN) + b"\r\n"
+                               for k in keys[i:i + 200]))
+        assert conn.cmd("mn") == b"MN"
+    assert srv.terminate(timeout=30) == 0, srv.log_tail()
+
+    tables = sorted((p for p in data_dir.rglob("*") if p.is_file() and p.parent.name == "tables"),
+                    key=lambda p: p.stat().st_size)
+    assert tables, f"fjall wrote no table file under {data_dir}: nothing to corrupt"
+    largest: Path = tables[-1]
+    size = largest.stat().st_size
+    assert size > 1024 * 1024, f"the largest table is only {size} bytes"
+    with open(largest, "r+b") as table:
+        for offset in (size // 4, size // 2, 3 * size // 4):
+            table.seek(offset)
+            chunk = table.read(16)
+            table.seek(offset)
+            table.write(bytes(b ^ 0xFF for b in chunk))
+
+    try:
+        srv.start()
+    except RuntimeError:
+        log = srv.log_tail()
+        assert "panicked" not in log and "hecksum" in log, log
+        return
+    served = acked_values_are_exact_or_refused(srv.addr, keys, CORRUPT_VALUE_LEN)
+    assert served < len(keys), "every key was served from a table with three corrupt blocks"
+    log = srv.log_path.read_text(errors="replace")
+    assert "hecksum" in log and "storage failure" in log, srv.log_tail()
+    srv.terminate(timeout=30)
     no_panic(srv)
