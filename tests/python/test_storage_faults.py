@@ -8,6 +8,8 @@ acknowledged write missing; it answers memcached's SERVER_ERROR instead, and say
   needs root, which the test command has; elsewhere that test is skipped.
 - A corrupt table file: bytes flipped in fjall's largest table while the node is down are
   caught by fjall's block checksums when read.
+- A damaged journal: bytes flipped in the middle of it make the node refuse to start,
+  saying why, instead of starting without the writes recorded after the damage.
 
 Murakumo only: memcached writes nothing to disk.
 """
@@ -118,7 +120,8 @@ def test_a_full_disk_refuses_writes_and_loses_none(murakumo_factory, small_disk)
     try:
         srv.start()
     except RuntimeError:
-        assert "No space left on device" in srv.log_tail(), srv.log_tail()
+        log = srv.log_path.read_text(errors="replace")
+        assert "No space left on device" in log, srv.log_tail()
     else:
         acked_values_are_exact_or_refused(srv.addr, acked)
         srv.terminate(timeout=30)
@@ -168,8 +171,8 @@ def test_a_corrupt_table_is_refused_never_served(murakumo_factory, tmp_path):
     try:
         srv.start()
     except RuntimeError:
-        log = srv.log_tail()
-        assert "panicked" not in log and "hecksum" in log, log
+        log = srv.log_path.read_text(errors="replace")
+        assert "panicked" not in log and "hecksum" in log, srv.log_tail()
         return
     served = acked_values_are_exact_or_refused(srv.addr, keys, CORRUPT_VALUE_LEN)
     assert served < len(keys), "every key was served from a table with three corrupt blocks"
@@ -177,3 +180,39 @@ def test_a_corrupt_table_is_refused_never_served(murakumo_factory, tmp_path):
     assert "hecksum" in log and "storage failure" in log, srv.log_tail()
     srv.terminate(timeout=30)
     no_panic(srv)
+
+
+JOURNAL_ITEMS = 3000
+
+
+def test_a_damaged_journal_refuses_to_start_rather_than_drop_writes(murakumo_factory, tmp_path):
+    data_dir = tmp_path / "data"
+    srv = murakumo_factory(data_dir=data_dir)
+    # Few enough to stay in the journal and the memtable: nothing is in a table yet.
+    keys = [f"journal_{n}" for n in range(JOURNAL_ITEMS)]
+    with Conn(*srv.addr, timeout=60) as conn:
+        for key in keys:
+            assert conn.set(key, value_for(key, CORRUPT_VALUE_LEN)) == b"STORED"
+    assert srv.terminate(timeout=30) == 0, srv.log_tail()
+
+    journals = [p for p in data_dir.rglob("*.jnl") if p.is_file()]
+    assert journals, f"no fjall journal under {data_dir}"
+    journal = max(journals, key=lambda p: p.stat().st_size)
+    written = len(journal.read_bytes().rstrip(b"\0"))
+    assert written > JOURNAL_ITEMS * CORRUPT_VALUE_LEN, f"the journal holds only {written} bytes"
+    with open(journal, "r+b") as f:
+        f.seek(written // 2)
+        chunk = f.read(16)
+        f.seek(written // 2)
+        f.write(bytes(b ^ 0xFF for b in chunk))
+
+    try:
+        srv.start()
+    except RuntimeError:
+        log = srv.log_path.read_text(errors="replace")
+        assert "journal is damaged" in log and "panicked" not in log, srv.log_tail()
+        return
+    # Had it started, it would have to serve all of them or refuse, not drop the tail.
+    acked_values_are_exact_or_refused(srv.addr, keys, CORRUPT_VALUE_LEN)
+    srv.terminate(timeout=30)
+    pytest.fail("the node started on a journal damaged in the middle")

@@ -99,6 +99,15 @@ fn storage(err: &fjall::Error) -> EngineError {
              \"No space left on device\")"
                 .to_owned(),
         ),
+        // fjall drops a batch that a crash left without its end; this is a batch that is
+        // whole but does not match its checksum (or holds the wrong number of items), and
+        // fjall will not recover past it. Neither should we guess: writes recorded after
+        // it were acknowledged.
+        fjall::Error::JournalRecovery(cause) => EngineError::Storage(format!(
+            "the journal is damaged ({cause:?}) and cannot be recovered past the damage; \
+             starting would drop every write recorded after it. Keep the data directory \
+             for inspection and restore from a backup"
+        )),
         other => EngineError::Storage(other.to_string()),
     }
 }
