@@ -27,12 +27,17 @@ enum Command {
     Bench(murakumo_bench::BenchArgs),
 }
 
+/// What is logged unless `RUST_LOG` says otherwise: our own progress, and only warnings
+/// and errors from the storage engine, whose info lines (every memtable rotation, several a
+/// second under a heavy write load) are for its developers rather than for an operator.
+const DEFAULT_LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn";
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .init();
