@@ -38,7 +38,7 @@ class ManagedServer:
     def __init__(self, kind: str, binary: str, workdir: Path, *, data_dir: Path | None = None,
                  sync: str | None = None, max_connections: int | None = None,
                  idle_timeout: int | None = None, max_item_size: int | None = None,
-                 cache_mb: int | None = None):
+                 cache_mb: int | None = None, sync_interval_ms: int | None = None):
         if kind not in ("murakumo", "memcached"):
             raise ValueError(f"unknown server kind {kind!r}")
         self.kind = kind
@@ -51,6 +51,7 @@ class ManagedServer:
         self.idle_timeout = idle_timeout
         self.max_item_size = max_item_size
         self.cache_mb = cache_mb
+        self.sync_interval_ms = sync_interval_ms
         self.host = "127.0.0.1"
         self.port = 0
         self.proc: subprocess.Popen | None = None
@@ -88,6 +89,8 @@ class ManagedServer:
             argv += ["--max-item-size", str(self.max_item_size)]
         if self.cache_mb is not None:
             argv += ["--cache-mb", str(self.cache_mb)]
+        if self.sync_interval_ms is not None:
+            argv += ["--sync-interval-ms", str(self.sync_interval_ms)]
         return argv
 
     def start(self) -> "ManagedServer":

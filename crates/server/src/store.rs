@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use murakumo_engine::keys::{
     DEFAULT_NAMESPACE, NamespaceId, PartitionId, item_key, partition_prefix, successor,
 };
@@ -158,6 +158,9 @@ pub(crate) struct Shared {
     /// Set once the writer has shut down; later submissions are refused.
     pub(crate) writer_closed: AtomicBool,
     sweep_wake: Sender<()>,
+    /// Wakes the syncer before its interval is up, so that a shutdown does not wait for
+    /// it (the interval can be up to a minute).
+    sync_wake: Sender<()>,
 }
 
 impl Shared {
@@ -195,6 +198,10 @@ impl Shared {
 
     pub(crate) fn sweep_soon(&self) {
         let _ = self.sweep_wake.try_send(());
+    }
+
+    fn wake_syncer(&self) {
+        let _ = self.sync_wake.try_send(());
     }
 }
 
@@ -286,6 +293,7 @@ impl Store {
             .map(|(ns, states)| (*ns, states.iter().map(|_| AtomicU64::new(0)).collect()))
             .collect();
         let (sweep_wake, sweep_wakeups) = bounded(1);
+        let (sync_wake, sync_wakeups) = bounded(1);
         let shared = Arc::new(Shared {
             engine,
             clock,
@@ -298,6 +306,7 @@ impl Store {
             stopping: AtomicBool::new(false),
             writer_closed: AtomicBool::new(false),
             sweep_wake,
+            sync_wake,
         });
         let (items, bytes) = partitions
             .values()
@@ -323,7 +332,7 @@ impl Store {
         if let SyncPolicy::Periodic(interval) = config.sync {
             let shared = Arc::clone(&shared);
             threads.push(spawn("murakumo-syncer", move || {
-                run_syncer(&shared, interval);
+                run_syncer(&shared, interval, &sync_wakeups);
             }));
         }
         {
@@ -653,6 +662,7 @@ impl Store {
         }
         self.shared.stopping.store(true, Ordering::Release);
         self.shared.sweep_soon();
+        self.shared.wake_syncer();
         let threads = std::mem::take(&mut *self.threads.lock());
         let _ = tokio::task::spawn_blocking(move || {
             for thread in threads {
@@ -734,10 +744,16 @@ fn load_bookkeeping(engine: &dyn Engine) -> Result<Bookkeeping, EngineError> {
     Ok((partitions, pending_flush))
 }
 
-fn run_syncer(shared: &Shared, interval: Duration) {
+fn run_syncer(shared: &Shared, interval: Duration, wakeups: &Receiver<()>) {
     let mut synced = 0;
-    while !shared.stopping.load(Ordering::Acquire) {
-        std::thread::sleep(interval);
+    loop {
+        // Woken early only to stop: the writer's shutdown has already synced everything.
+        if let Err(RecvTimeoutError::Disconnected) = wakeups.recv_timeout(interval) {
+            return;
+        }
+        if shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
         let committed = shared.writes_committed.load(Ordering::Acquire);
         if committed == synced || shared.failure().is_some() {
             continue;

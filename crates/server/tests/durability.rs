@@ -110,3 +110,38 @@ async fn concurrent_writers_share_commit_groups() {
     }
     store.shutdown().await;
 }
+
+#[test]
+fn shutdown_does_not_wait_for_the_sync_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (finished, shut_down) = std::sync::mpsc::channel();
+    // On a thread of its own, so that a shutdown stuck behind the syncer fails the test
+    // at the deadline instead of hanging it (whatever waits on that thread would hang).
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // An hour between fsyncs: a shutdown that slept through it would miss the
+            // deadline below by far.
+            let store = open(&path, SyncPolicy::Periodic(Duration::from_secs(3600)));
+            store.store(NS, StoreRequest::set("k", "v")).await.unwrap();
+            store.shutdown().await;
+        });
+        let _ = finished.send(());
+    });
+    shut_down
+        .recv_timeout(Duration::from_secs(30))
+        .expect("shutdown waited for the syncer's next tick");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = open(dir.path(), SyncPolicy::Always);
+        assert_eq!(&store.get(NS, b"k").unwrap().unwrap().value[..], b"v");
+        store.shutdown().await;
+    });
+}
