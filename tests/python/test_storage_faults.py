@@ -280,6 +280,24 @@ def test_a_power_cut_under_sync_always_loses_no_acknowledged_write(lossy_disk, m
     assert srv.terminate(timeout=30) == 0, srv.log_tail()
 
 
+def test_a_power_cut_during_flushes_under_sync_always_loses_nothing(lossy_disk, murakumo_factory):
+    # 4 MiB memtables (--cache-mb 16) and 10 KB values: the cut lands while fjall writes
+    # table files and its version manifest, not only the journal.
+    data_dir = lossy_disk.mount_point / "data"
+    srv = murakumo_factory(data_dir=data_dir, sync="always", cache_mb=16)
+    keys = [f"flush_{n}" for n in range(1_500)]
+    with Conn(*srv.addr, timeout=60) as conn:
+        for key in keys:
+            assert conn.set(key, value_for(key)) == b"STORED"
+    tables = [p for p in data_dir.rglob("*") if p.is_file() and p.parent.name == "tables"]
+    assert tables, "fjall flushed no memtable to a table file"
+    srv.kill9()
+    lossy_disk.power_cut()
+    srv.start()
+    assert acked_values_are_exact_or_refused(srv.addr, keys) == len(keys), srv.log_tail()
+    assert srv.terminate(timeout=30) == 0, srv.log_tail()
+
+
 # 10 KB values, enough for several memtable flushes at --cache-mb 16 (4 MiB memtables),
 # so that the cut lands on a journal that fjall has been trimming and table files it has
 # been writing, not on a fresh one.
