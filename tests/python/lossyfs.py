@@ -11,7 +11,7 @@ survive a real power cut either.
 
 The model is of data only. Creating, renaming and removing files are durable at once (as
 if every directory were fsynced after each change), so a file created and never fsynced
-survives empty. That is lenient to the storage engine's directory handling and strict on
+survives empty. Truncations, on open or not, are undone like writes. That is lenient to the storage engine's directory handling and strict on
 the thing under test: that every write acknowledged under ``--sync always`` was fsynced
 (in the file it was written to) before the acknowledgement.
 
@@ -131,12 +131,19 @@ class LossyFs(fuse.Operations):
     def open(self, path, flags):
         if path == CONTROL:
             return os.open(os.devnull, os.O_WRONLY)
-        # Writes are remembered through fstat/pread on this descriptor, so it must read.
-        flags = (flags & ~(os.O_WRONLY | os.O_APPEND)) | os.O_RDWR
+        truncate = bool(flags & os.O_TRUNC)
+        real = self._real(path)
+        # Writes are remembered through fstat/pread on this descriptor, so it must read;
+        # a truncation on open is done here, so that it can be undone like any other.
+        flags = (flags & ~(os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC)) | os.O_RDWR
         try:
-            return os.open(self._real(path), flags & ~os.O_CREAT)
+            fd = os.open(real, flags)
         except OSError as err:
             raise fuse.FuseOSError(err.errno) from err
+        if truncate:
+            self._remember(real, fd, 0, os.fstat(fd).st_size)
+            os.ftruncate(fd, 0)
+        return fd
 
     def read(self, path, size, offset, fh):
         return os.pread(fh, size, offset)
@@ -149,6 +156,8 @@ class LossyFs(fuse.Operations):
         return os.pwrite(fh, data, offset)
 
     def truncate(self, path, length, fh=None):
+        if path == CONTROL:
+            return 0
         real = self._real(path)
         fd = fh if fh is not None else os.open(real, os.O_RDWR)
         try:
