@@ -113,6 +113,8 @@ def no_panic(srv) -> None:
 
 def test_a_full_disk_refuses_writes_and_loses_none(small_disk, murakumo_factory):
     srv = murakumo_factory(data_dir=small_disk / "data")
+    with Conn(*srv.addr) as conn:
+        assert conn.stats()["murakumo_storage_ok"] == "1"
     acked, refusals = fill(srv.addr)
     assert len(acked) >= 100, f"only {len(acked)} writes fit on {DISK_MIB} MiB"
     assert len(refusals) == REFUSALS_TO_SEE, f"the disk never filled after {len(acked)} writes"
@@ -125,6 +127,7 @@ def test_a_full_disk_refuses_writes_and_loses_none(small_disk, murakumo_factory)
     assert "No space left on device" in log and "storage failure" in log, srv.log_tail()
     with Conn(*srv.addr) as conn:
         assert conn.cmd("version").startswith(b"VERSION "), "the node stopped answering"
+        assert conn.stats()["murakumo_storage_ok"] == "0", "monitoring cannot see the failure"
     acked_values_are_exact_or_refused(srv.addr, acked)
     # It stops on SIGTERM (with a failure status: its storage failed), without a panic.
     assert srv.terminate(timeout=30) != 0, srv.log_tail()

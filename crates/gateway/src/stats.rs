@@ -281,6 +281,9 @@ fn general(gw: &Gateway) -> Vec<(String, String)> {
         line("murakumo_disk_bytes", store.disk_bytes),
         line("murakumo_commit_groups", store.commit_groups),
         line("murakumo_sweep_scans", store.sweep_scans),
+        // 0 once a storage failure took the node out of service (the log says why):
+        // `stats` keeps answering then, so this is what monitoring alerts on.
+        line("murakumo_storage_ok", u8::from(gw.store.failure().is_none())),
     ];
     lines.extend(cluster(gw));
     lines
