@@ -1,6 +1,7 @@
 """Operators' tools: memcached-tool (from Debian's memcached package) and the commands it
 and monitoring scripts rely on: `lru_crawler metadump` (listing every key),
-`lru_crawler crawl` (reclaiming expired items now), `stats slabs` and `stats sizes`.
+`lru_crawler crawl` (reclaiming expired items now), the crawler's switches and knobs
+(`enable`, `disable`, `sleep`, `tocrawl`), `stats slabs` and `stats sizes`.
 
 Each test starts its own server, so the key listings hold exactly what the test stored.
 Expected replies are memcached 1.6.18's, checked by running this file with
@@ -170,6 +171,35 @@ def test_crawler_arguments_are_checked_like_memcached(conn):
         assert conn.cmd(line) == b"ERROR", line
     # Still in step.
     assert conn.cmd("version").startswith(b"VERSION ")
+
+
+def test_crawler_switches_and_knobs_answer_as_memcached(server_factory):
+    with Conn(*server_factory().addr) as c:
+        # It runs from the start, and starting it again is refused.
+        assert c.stats("settings")["lru_crawler"] == "yes"
+        assert c.cmd("lru_crawler enable") == b"ERROR failed to start lru crawler thread"
+        assert c.cmd("lru_crawler disable") == b"OK"
+        assert c.cmd("lru_crawler disable") == b"OK"
+        assert c.stats("settings")["lru_crawler"] == "no"
+        assert c.cmd("lru_crawler crawl all") == b"CLIENT_ERROR lru crawler disabled"
+        assert c.cmd("lru_crawler metadump all") == b"CLIENT_ERROR lru crawler disabled"
+        assert c.cmd("lru_crawler enable") == b"OK"
+        assert c.stats("settings")["lru_crawler"] == "yes"
+        assert c.cmd("lru_crawler crawl all") == b"OK"
+
+        assert c.cmd("lru_crawler sleep 250") == b"OK"
+        assert c.cmd("lru_crawler tocrawl 7") == b"OK"
+        settings = c.stats("settings")
+        assert (settings["lru_crawler_sleep"], settings["lru_crawler_tocrawl"]) == ("250", "7")
+        assert c.cmd("lru_crawler sleep 1000000") == b"OK"
+        assert (c.cmd("lru_crawler sleep 1000001")
+                == b"CLIENT_ERROR sleep must be one second or less")
+        for line in ["lru_crawler sleep abc", "lru_crawler sleep -1", "lru_crawler tocrawl x",
+                     "lru_crawler tocrawl -5"]:
+            assert c.cmd(line) == b"CLIENT_ERROR bad command line format", line
+        for line in ["lru_crawler enable now", "lru_crawler sleep", "lru_crawler tocrawl 1 2"]:
+            assert c.cmd(line) == b"ERROR", line
+        assert c.cmd("version").startswith(b"VERSION ")
 
 
 def test_slab_and_size_stats_are_well_formed(server_factory):

@@ -1,10 +1,13 @@
-//! `lru_crawler crawl`, and the two key listings: `lru_crawler metadump` and
-//! `stats cachedump`.
+//! `lru_crawler`: `crawl`, the crawler's switches and knobs (`enable`, `disable`, `sleep`,
+//! `tocrawl`, which drive the store's background sweep), and the two key listings:
+//! `lru_crawler metadump` and `stats cachedump`.
 //!
 //! A listing walks the store a chunk of record headers at a time (`Store::scan_items`),
 //! on the connection's task. Between chunks the task yields, so the other connections
 //! of its thread are served however fast this client reads, and the reply is written out
 //! whenever it passes the output limit, so a listing of any size holds bounded memory.
+
+use std::time::Duration;
 
 use bytes::BytesMut;
 use murakumo_protocol::ascii::{
@@ -18,12 +21,44 @@ use crate::stats::{ITEM_CLASS, SCAN_CHUNK};
 
 impl Connection {
     /// `lru_crawler crawl|metadump <classes>`. Every item is in class 1, so naming other
-    /// (valid) classes finds nothing; naming one that cannot exist is `BADCLASS`.
+    /// (valid) classes finds nothing; naming one that cannot exist is `BADCLASS`. The
+    /// switches and knobs answer as memcached's do, and act on the background sweep.
     pub(crate) async fn lru_crawler(
         &mut self,
         request: CrawlerRequest,
     ) -> Result<(), Disconnected> {
+        let store = &self.gateway.store;
         match request {
+            CrawlerRequest::Crawl(_) | CrawlerRequest::Metadump(_) if !store.sweep_enabled() => {
+                // memcached refuses both while its crawler is off.
+                self.out
+                    .extend_from_slice(b"CLIENT_ERROR lru crawler disabled\r\n");
+                Ok(())
+            }
+            CrawlerRequest::Enable => {
+                if store.enable_sweep() {
+                    ascii::encode_response(&Response::Ok, &mut self.out);
+                } else {
+                    self.out
+                        .extend_from_slice(b"ERROR failed to start lru crawler thread\r\n");
+                }
+                Ok(())
+            }
+            CrawlerRequest::Disable => {
+                store.disable_sweep();
+                ascii::encode_response(&Response::Ok, &mut self.out);
+                Ok(())
+            }
+            CrawlerRequest::Sleep(micros) => {
+                store.set_sweep_pause(Duration::from_micros(u64::from(micros)));
+                ascii::encode_response(&Response::Ok, &mut self.out);
+                Ok(())
+            }
+            CrawlerRequest::ToCrawl(records) => {
+                store.set_sweep_limit(records);
+                ascii::encode_response(&Response::Ok, &mut self.out);
+                Ok(())
+            }
             CrawlerRequest::Crawl(target) => {
                 if matches!(target, CrawlTarget::BadClass(_)) {
                     self.out.extend_from_slice(BAD_CLASS);

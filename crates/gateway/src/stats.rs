@@ -283,7 +283,10 @@ fn general(gw: &Gateway) -> Vec<(String, String)> {
         line("murakumo_sweep_scans", store.sweep_scans),
         // 0 once a storage failure took the node out of service (the log says why):
         // `stats` keeps answering then, so this is what monitoring alerts on.
-        line("murakumo_storage_ok", u8::from(gw.store.failure().is_none())),
+        line(
+            "murakumo_storage_ok",
+            u8::from(gw.store.failure().is_none()),
+        ),
     ];
     lines.extend(cluster(gw));
     lines
@@ -316,6 +319,17 @@ fn settings(gw: &Gateway) -> Vec<(String, String)> {
         line("max_line_length", c.limits.max_line_len),
         line("idle_timeout", c.idle_timeout.map_or(0, |d| d.as_secs())),
         line("binding_protocol", "auto-negotiate"),
+        // The background sweep is murakumo's crawler (`lru_crawler` drives it).
+        line(
+            "lru_crawler",
+            if gw.store.sweep_enabled() {
+                "yes"
+            } else {
+                "no"
+            },
+        ),
+        line("lru_crawler_sleep", gw.store.sweep_pause().as_micros()),
+        line("lru_crawler_tocrawl", gw.store.sweep_limit()),
         line("murakumo_sync", &c.sync_description),
         line("murakumo_output_buffer_max", c.max_output_buffer),
     ]

@@ -4,8 +4,8 @@
 
 use bytes::{Bytes, BytesMut};
 use murakumo_protocol::ascii::{
-    CrawlTarget, CrawlerRequest, MAX_CLASS_ID, MetadumpEntry, decode_metadump_entry,
-    encode_metadump_entry,
+    CrawlTarget, CrawlerRequest, MAX_CLASS_ID, MAX_CRAWLER_SLEEP_MICROS, MetadumpEntry,
+    decode_metadump_entry, encode_metadump_entry,
 };
 use murakumo_protocol::ascii::{
     ErrorReply, Keys, MetaArith, MetaArithFlag, MetaArithMode, MetaDebugResponse, MetaDelete,
@@ -243,6 +243,10 @@ fn crawler_request() -> impl Strategy<Value = Request> {
     prop_oneof![
         crawl_target(false).prop_map(|t| Request::LruCrawler(CrawlerRequest::Crawl(t))),
         crawl_target(true).prop_map(|t| Request::LruCrawler(CrawlerRequest::Metadump(t))),
+        Just(Request::LruCrawler(CrawlerRequest::Enable)),
+        Just(Request::LruCrawler(CrawlerRequest::Disable)),
+        (0..=MAX_CRAWLER_SLEEP_MICROS).prop_map(|n| Request::LruCrawler(CrawlerRequest::Sleep(n))),
+        any::<u32>().prop_map(|n| Request::LruCrawler(CrawlerRequest::ToCrawl(n))),
     ]
 }
 

@@ -1,6 +1,6 @@
 //! The store: reads on the caller's thread, writes through the writer thread.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -161,6 +161,12 @@ pub(crate) struct Shared {
     /// Wakes the syncer before its interval is up, so that a shutdown does not wait for
     /// it (the interval can be up to a minute).
     sync_wake: Sender<()>,
+    /// The sweep's switches, which operators set with `lru_crawler enable|disable|sleep|
+    /// tocrawl`: whether it runs, its pause between partitions in microseconds, and how
+    /// many records of a partition it reads per pass (0: all of them).
+    sweep_enabled: AtomicBool,
+    sweep_pause_micros: AtomicU64,
+    sweep_limit: AtomicU32,
 }
 
 impl Shared {
@@ -307,6 +313,11 @@ impl Store {
             writer_closed: AtomicBool::new(false),
             sweep_wake,
             sync_wake,
+            sweep_enabled: AtomicBool::new(true),
+            sweep_pause_micros: AtomicU64::new(
+                u64::try_from(config.sweep.partition_pause.as_micros()).unwrap_or(u64::MAX),
+            ),
+            sweep_limit: AtomicU32::new(0),
         });
         let (items, bytes) = partitions
             .values()
@@ -651,6 +662,51 @@ impl Store {
         &self.shared.clock
     }
 
+    /// `lru_crawler enable`: lets the background sweep run again. `false` if it already
+    /// ran (memcached refuses to start a crawler that runs).
+    pub fn enable_sweep(&self) -> bool {
+        let was_off = !self.shared.sweep_enabled.swap(true, Ordering::AcqRel);
+        if was_off {
+            self.shared.sweep_soon();
+        }
+        was_off
+    }
+
+    /// `lru_crawler disable`: pauses the background sweep after the partition it is in.
+    /// Lapsed items stay invisible; only reclaiming their space waits.
+    pub fn disable_sweep(&self) {
+        self.shared.sweep_enabled.store(false, Ordering::Release);
+    }
+
+    /// Whether the background sweep runs.
+    pub fn sweep_enabled(&self) -> bool {
+        self.shared.sweep_enabled.load(Ordering::Acquire)
+    }
+
+    /// `lru_crawler sleep`: the sweep's pause between partitions.
+    pub fn set_sweep_pause(&self, pause: Duration) {
+        let micros = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
+        self.shared
+            .sweep_pause_micros
+            .store(micros, Ordering::Relaxed);
+    }
+
+    /// The sweep's pause between partitions.
+    pub fn sweep_pause(&self) -> Duration {
+        Duration::from_micros(self.shared.sweep_pause_micros.load(Ordering::Relaxed))
+    }
+
+    /// `lru_crawler tocrawl`: how many records of a partition one pass of the sweep reads
+    /// at most (the next pass goes on from there); 0 for all of them.
+    pub fn set_sweep_limit(&self, records: u32) {
+        self.shared.sweep_limit.store(records, Ordering::Relaxed);
+    }
+
+    /// The sweep's records per partition per pass; 0 for all.
+    pub fn sweep_limit(&self) -> u32 {
+        self.shared.sweep_limit.load(Ordering::Relaxed)
+    }
+
     /// Commits and fsyncs everything queued so far, then stops the background threads.
     /// Mutations submitted afterwards fail with [`StoreError::ShuttingDown`]. Call it
     /// before dropping the last handle: until then the writer, syncer and sweeper threads
@@ -789,12 +845,21 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, wakeups: &Receiver<()>, conf
         .keys()
         .map(|&ns| (ns, vec![None; usize::from(PARTITIONS)]))
         .collect();
+    // Per namespace, per partition: where the next scan goes on, when a pass limited by
+    // `lru_crawler tocrawl` stopped part-way.
+    let mut resume: Vec<Vec<Option<Resume>>> = clean
+        .iter()
+        .map(|_| (0..PARTITIONS).map(|_| None).collect())
+        .collect();
     loop {
-        for (namespace, slots) in &mut clean {
+        'pass: for ((namespace, slots), resume) in clean.iter_mut().zip(resume.iter_mut()) {
             let namespace = *namespace;
-            for (partition, slot) in (0..PARTITIONS).zip(slots.iter_mut()) {
+            for ((partition, slot), resume) in (0..PARTITIONS).zip(slots.iter_mut()).zip(resume) {
                 if shared.stopping.load(Ordering::Acquire) || shared.failure().is_some() {
                     return;
+                }
+                if !shared.sweep_enabled.load(Ordering::Acquire) {
+                    break 'pass;
                 }
                 // Read before the scan, so that a write or flush that lands during it
                 // makes the next pass look again.
@@ -809,14 +874,45 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, wakeups: &Receiver<()>, conf
                 if *slot == Some(marks) {
                     continue;
                 }
-                let Ok(left_nothing) = sweep_partition(shared, jobs, namespace, partition, chunk)
-                else {
+                let limit = match shared.sweep_limit.load(Ordering::Relaxed) {
+                    0 => usize::MAX,
+                    records => records as usize,
+                };
+                // A partition scanned over several passes is judged as a whole, against the
+                // marks from before its first part, so that a write into a part already
+                // scanned is not taken for seen.
+                let resumed = resume.take();
+                let (start, so_far, marks) = match resumed {
+                    Some(r) => (Some(r.next), r.left_nothing, r.marks),
+                    None => (None, true, marks),
+                };
+                let scan = PartitionScan {
+                    namespace,
+                    partition,
+                    start,
+                    limit,
+                    chunk,
+                };
+                let Ok((left_nothing, stopped_at)) = sweep_partition(shared, jobs, scan) else {
                     return;
                 };
                 shared.stats.sweep_scans.fetch_add(1, Ordering::Relaxed);
-                *slot = left_nothing.then_some(marks);
-                if !config.partition_pause.is_zero() {
-                    std::thread::sleep(config.partition_pause);
+                let left_nothing = so_far && left_nothing;
+                match stopped_at {
+                    Some(next) => {
+                        *slot = None;
+                        *resume = Some(Resume {
+                            next,
+                            left_nothing,
+                            marks,
+                        });
+                    }
+                    None => *slot = left_nothing.then_some(marks),
+                }
+                let pause =
+                    Duration::from_micros(shared.sweep_pause_micros.load(Ordering::Relaxed));
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
                 }
             }
         }
@@ -828,24 +924,52 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, wakeups: &Receiver<()>, conf
     }
 }
 
-/// Scans one partition and hands its invisible records to the writer for removal.
-/// `Ok(true)` if no record it left behind can lapse later (see [`needs_sweeping`]);
-/// `Err` if the engine failed (the store is then out of service) or the writer is gone.
+/// Where a partition's scan stopped when a pass was limited, and what it had found so far.
+struct Resume {
+    next: Vec<u8>,
+    left_nothing: bool,
+    marks: SweepMarks,
+}
+
+/// One partition's scan within a pass of the sweep.
+struct PartitionScan {
+    namespace: NamespaceId,
+    partition: PartitionId,
+    /// Where to begin; the start of the partition if `None`.
+    start: Option<Vec<u8>>,
+    /// Most records to read.
+    limit: usize,
+    /// Records read from the engine at a time.
+    chunk: usize,
+}
+
+/// Scans (part of) one partition and hands its invisible records to the writer for
+/// removal. `Ok((left_nothing, stopped_at))`: `left_nothing` if no record it left behind
+/// can lapse later (see [`needs_sweeping`]), and `stopped_at` where to go on if the limit
+/// stopped it before the partition's end. `Err` if the engine failed (the store is then
+/// out of service) or the writer is gone.
 fn sweep_partition(
     shared: &Shared,
     jobs: &Sender<Job>,
-    namespace: NamespaceId,
-    partition: PartitionId,
-    chunk: usize,
-) -> Result<bool, ()> {
+    scan: PartitionScan,
+) -> Result<(bool, Option<Vec<u8>>), ()> {
+    let PartitionScan {
+        namespace,
+        partition,
+        start,
+        limit,
+        chunk,
+    } = scan;
     let prefix = partition_prefix(namespace, partition);
-    let mut start = prefix.to_vec();
+    let mut start = start.unwrap_or_else(|| prefix.to_vec());
     let mut left_nothing = true;
+    let mut budget = limit;
     loop {
+        let want = chunk.min(budget);
         let entries =
             match shared
                 .engine
-                .scan_heads(Table::Items, &prefix, &start, chunk, HEADER_LEN)
+                .scan_heads(Table::Items, &prefix, &start, want, HEADER_LEN)
             {
                 Ok(entries) => entries,
                 Err(err) => {
@@ -879,9 +1003,15 @@ fn sweep_partition(
         {
             return Err(());
         }
+        budget -= entries.len();
         match entries.last() {
-            Some(last) if entries.len() == chunk => start = successor(&last.key),
-            _ => return Ok(left_nothing),
+            Some(last) if entries.len() == want => {
+                start = successor(&last.key);
+                if budget == 0 {
+                    return Ok((left_nothing, Some(start)));
+                }
+            }
+            _ => return Ok((left_nothing, None)),
         }
     }
 }

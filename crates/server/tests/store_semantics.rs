@@ -535,6 +535,59 @@ async fn sweep_scans_only_partitions_that_can_hold_something_to_reclaim() {
 }
 
 #[tokio::test]
+async fn a_disabled_sweep_reclaims_nothing_until_enabled() {
+    let (store, clock) = open_sweeping_every(Duration::from_millis(10), 3);
+    store.disable_sweep();
+    assert!(!store.sweep_enabled());
+    for i in 0..20 {
+        let mut r = req(&format!("k{i}"), "v", StoreMode::Set);
+        r.exptime = Exptime(5);
+        store.store(NS, r).await.unwrap();
+    }
+    clock.advance(5);
+    store.sweep_now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.stats().reclaimed, 0, "a disabled sweep reclaimed");
+    assert_eq!(
+        value_of(&store, "k1"),
+        None,
+        "lapsed items are invisible regardless"
+    );
+    assert!(store.enable_sweep(), "it was off");
+    assert!(!store.enable_sweep(), "it is on already");
+    assert!(eventually(|| store.stats().reclaimed == 20).await);
+    assert_eq!(store.stats().curr_items, 0);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_limited_sweep_goes_on_where_it_stopped() {
+    let (store, clock) = open_sweeping_every(Duration::from_millis(10), 3);
+    // One record per partition per pass. Each partition's keys are read in key order, so
+    // the "a" keys, which never lapse, come first: a pass that began again at the start
+    // of its partition would never reach the "z" keys behind them.
+    store.set_sweep_limit(1);
+    assert_eq!(store.sweep_limit(), 1);
+    for i in 0..2000 {
+        store
+            .store(NS, req(&format!("a{i}"), "v", StoreMode::Set))
+            .await
+            .unwrap();
+        let mut lapsing = req(&format!("z{i}"), "v", StoreMode::Set);
+        lapsing.exptime = Exptime(5);
+        store.store(NS, lapsing).await.unwrap();
+    }
+    clock.advance(5);
+    assert!(
+        eventually(|| store.stats().reclaimed == 2000).await,
+        "reclaimed {} of 2000",
+        store.stats().reclaimed
+    );
+    assert_eq!(store.stats().curr_items, 2000);
+    store.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_refuses_later_writes() {
     let (store, _) = open();
     store

@@ -1,5 +1,5 @@
-//! `lru_crawler crawl` and `lru_crawler metadump`: the commands operators' tools use to
-//! reclaim expired items now and to list every key (`memcached-tool dump`, `keys`).
+//! `lru_crawler`: the commands operators' tools use to reclaim expired items now and to
+//! list every key (`memcached-tool dump`, `keys`), and the crawler's switches and knobs.
 //!
 //! memcached's crawler walks its slab classes' LRUs; the argument names which classes, or
 //! `all`, or (for a dump) `hash`, a walk of the hash table. The wire format of a dump entry
@@ -17,6 +17,9 @@ pub const MAX_CLASS_ID: u8 = 63;
 /// The reply to a crawler command naming a class that cannot exist.
 pub const BAD_CLASS: &[u8] = b"BADCLASS invalid class id\r\n";
 
+/// The longest pause `lru_crawler sleep` accepts, in microseconds (memcached's limit).
+pub const MAX_CRAWLER_SLEEP_MICROS: u32 = 1_000_000;
+
 /// An `lru_crawler` command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CrawlerRequest {
@@ -25,6 +28,17 @@ pub enum CrawlerRequest {
     /// `lru_crawler metadump <classes>`: one [`MetadumpEntry`] line per live item, then
     /// `END`.
     Metadump(CrawlTarget),
+    /// `lru_crawler enable`: start the crawler (memcached answers `ERROR failed to start
+    /// lru crawler thread` if it already runs).
+    Enable,
+    /// `lru_crawler disable`: stop it; `crawl` and `metadump` are refused until enabled.
+    Disable,
+    /// `lru_crawler sleep <µs>`: the crawler's pause between steps, at most
+    /// [`MAX_CRAWLER_SLEEP_MICROS`].
+    Sleep(u32),
+    /// `lru_crawler tocrawl <n>`: at most `n` items per step of the crawl; 0 for no limit.
+    /// (memcached reads any 64-bit count; a larger one than 32 bits holds is no limit.)
+    ToCrawl(u32),
 }
 
 /// Which items a crawler command covers.
@@ -40,16 +54,31 @@ pub enum CrawlTarget {
     BadClass(Bytes),
 }
 
-/// `lru_crawler <crawl|metadump> <classes>`. Any other subcommand, or another number of
-/// arguments, is unknown to us (`ERROR`), as it is to memcached for malformed ones.
+/// `lru_crawler <crawl|metadump> <classes>`, `lru_crawler <enable|disable>`,
+/// `lru_crawler <sleep|tocrawl> <n>`. Any other subcommand, or another number of
+/// arguments, is `ERROR`, as memcached answers it; a number it cannot read is
+/// `CLIENT_ERROR bad command line format`.
 pub(super) fn parse(frame: &Frame<'_>) -> Outcome {
     let toks = &frame.tokens;
-    let (Some(subcommand), Some(argument), 3) = (toks.get(1), toks.get(2), toks.len()) else {
-        return frame.line_only(Err(Rejection::unknown()));
-    };
-    let request = match subcommand {
-        b"crawl" => CrawlerRequest::Crawl(target(argument, false)),
-        b"metadump" => CrawlerRequest::Metadump(target(argument, true)),
+    let bad_number = || frame.line_only(Err(Rejection::client("bad command line format")));
+    let request = match (toks.get(1), toks.get(2), toks.len()) {
+        (Some(b"enable"), None, 2) => CrawlerRequest::Enable,
+        (Some(b"disable"), None, 2) => CrawlerRequest::Disable,
+        (Some(b"crawl"), Some(argument), 3) => CrawlerRequest::Crawl(target(argument, false)),
+        (Some(b"metadump"), Some(argument), 3) => CrawlerRequest::Metadump(target(argument, true)),
+        (Some(b"sleep"), Some(argument), 3) => match parse_u64(argument) {
+            Some(micros) if micros <= u64::from(MAX_CRAWLER_SLEEP_MICROS) => {
+                CrawlerRequest::Sleep(micros as u32)
+            }
+            Some(_) => {
+                return frame.line_only(Err(Rejection::client("sleep must be one second or less")));
+            }
+            None => return bad_number(),
+        },
+        (Some(b"tocrawl"), Some(argument), 3) => match parse_u64(argument) {
+            Some(count) => CrawlerRequest::ToCrawl(u32::try_from(count).unwrap_or(0)),
+            None => return bad_number(),
+        },
         _ => return frame.line_only(Err(Rejection::unknown())),
     };
     frame.line_only(Ok(Request::LruCrawler(request)))
@@ -79,13 +108,31 @@ fn target(argument: &[u8], hash_allowed: bool) -> CrawlTarget {
 }
 
 pub(super) fn encode(request: &CrawlerRequest, out: &mut BytesMut) {
-    let (subcommand, target): (&[u8], _) = match request {
-        CrawlerRequest::Crawl(target) => (b"crawl", target),
-        CrawlerRequest::Metadump(target) => (b"metadump", target),
-    };
     out.extend_from_slice(b"lru_crawler ");
-    out.extend_from_slice(subcommand);
-    out.extend_from_slice(b" ");
+    match request {
+        CrawlerRequest::Crawl(target) => {
+            out.extend_from_slice(b"crawl ");
+            encode_target(target, out);
+        }
+        CrawlerRequest::Metadump(target) => {
+            out.extend_from_slice(b"metadump ");
+            encode_target(target, out);
+        }
+        CrawlerRequest::Enable => out.extend_from_slice(b"enable"),
+        CrawlerRequest::Disable => out.extend_from_slice(b"disable"),
+        CrawlerRequest::Sleep(micros) => {
+            out.extend_from_slice(b"sleep ");
+            put_u64(out, u64::from(*micros));
+        }
+        CrawlerRequest::ToCrawl(count) => {
+            out.extend_from_slice(b"tocrawl ");
+            put_u64(out, u64::from(*count));
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn encode_target(target: &CrawlTarget, out: &mut BytesMut) {
     match target {
         CrawlTarget::All => out.extend_from_slice(b"all"),
         CrawlTarget::Hash => out.extend_from_slice(b"hash"),
@@ -99,7 +146,6 @@ pub(super) fn encode(request: &CrawlerRequest, out: &mut BytesMut) {
         }
         CrawlTarget::BadClass(argument) => out.extend_from_slice(argument),
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// One item of a metadump, as memcached 1.6 prints it:
@@ -251,13 +297,66 @@ mod tests {
     }
 
     #[test]
+    fn switches_and_knobs_read_like_memcached() {
+        let crawler = Request::LruCrawler;
+        assert_eq!(
+            ok(b"lru_crawler enable\r\n"),
+            crawler(CrawlerRequest::Enable)
+        );
+        assert_eq!(
+            ok(b"lru_crawler disable\r\n"),
+            crawler(CrawlerRequest::Disable)
+        );
+        assert_eq!(
+            ok(b"lru_crawler sleep 0\r\n"),
+            crawler(CrawlerRequest::Sleep(0))
+        );
+        assert_eq!(
+            ok(b"lru_crawler sleep 1000000\r\n"),
+            crawler(CrawlerRequest::Sleep(1_000_000))
+        );
+        assert_eq!(
+            rejected(b"lru_crawler sleep 1000001\r\n").0,
+            "CLIENT_ERROR sleep must be one second or less"
+        );
+        assert_eq!(
+            ok(b"lru_crawler tocrawl 0\r\n"),
+            crawler(CrawlerRequest::ToCrawl(0))
+        );
+        assert_eq!(
+            ok(b"lru_crawler tocrawl 4294967295\r\n"),
+            crawler(CrawlerRequest::ToCrawl(u32::MAX))
+        );
+        // memcached takes a 64-bit count here; one beyond 32 bits is no limit at all.
+        assert_eq!(
+            ok(b"lru_crawler tocrawl 4294967296\r\n"),
+            crawler(CrawlerRequest::ToCrawl(0))
+        );
+        for line in [
+            &b"lru_crawler sleep abc\r\n"[..],
+            b"lru_crawler sleep -1\r\n",
+            b"lru_crawler tocrawl abc\r\n",
+            b"lru_crawler tocrawl -5\r\n",
+        ] {
+            assert_eq!(
+                rejected(line).0,
+                "CLIENT_ERROR bad command line format",
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
     fn other_forms_are_unknown() {
         for line in [
             &b"lru_crawler\r\n"[..],
             b"lru_crawler metadump\r\n",
             b"lru_crawler metadump all extra\r\n",
-            b"lru_crawler enable\r\n",
-            b"lru_crawler sleep 10\r\n",
+            b"lru_crawler enable now\r\n",
+            b"lru_crawler sleep\r\n",
+            b"lru_crawler tocrawl 1 2\r\n",
+            b"lru_crawler restart\r\n",
         ] {
             assert_eq!(
                 rejected(line).0,
@@ -275,6 +374,10 @@ mod tests {
             b"lru_crawler metadump hash\r\n",
             b"lru_crawler crawl 1,2,3\r\n",
             b"lru_crawler metadump 0\r\n",
+            b"lru_crawler enable\r\n",
+            b"lru_crawler disable\r\n",
+            b"lru_crawler sleep 250\r\n",
+            b"lru_crawler tocrawl 7\r\n",
         ] {
             assert_eq!(encoded(&ok(line)), line);
         }

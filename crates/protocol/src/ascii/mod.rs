@@ -47,8 +47,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::{AfterError, Decoded, Limits};
 pub use crawler::{
-    BAD_CLASS, CrawlTarget, CrawlerRequest, MAX_CLASS_ID, MetadumpEntry, decode_metadump_entry,
-    encode_metadump_entry,
+    BAD_CLASS, CrawlTarget, CrawlerRequest, MAX_CLASS_ID, MAX_CRAWLER_SLEEP_MICROS, MetadumpEntry,
+    decode_metadump_entry, encode_metadump_entry,
 };
 pub use meta::{
     MetaArith, MetaArithFlag, MetaArithMode, MetaDebugResponse, MetaDelete, MetaDeleteFlag,
