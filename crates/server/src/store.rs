@@ -54,7 +54,8 @@ pub struct SweepConfig {
     /// Pause between two full passes over all partitions.
     pub pass_interval: Duration,
     /// Pause between partitions within a pass, so a sweep never competes hard with
-    /// client traffic.
+    /// client traffic. The starting value: `lru_crawler sleep` changes it while running
+    /// ([`Store::set_sweep_pause`]).
     pub partition_pause: Duration,
     /// Records examined per engine scan.
     pub chunk: usize,
