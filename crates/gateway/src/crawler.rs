@@ -64,7 +64,7 @@ impl Connection {
                     self.out.extend_from_slice(BAD_CLASS);
                 } else {
                     // There is one class; crawling any other finds nothing to do.
-                    self.gateway.store.sweep_now();
+                    store.sweep_now();
                     ascii::encode_response(&Response::Ok, &mut self.out);
                 }
                 Ok(())

@@ -839,23 +839,18 @@ type SweepMarks = (u64, u64);
 /// after it starts, since that knowledge is not persisted.
 fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, wakeups: &Receiver<()>, config: SweepConfig) {
     let chunk = config.chunk.max(1);
-    // Per namespace, per partition: the marks as they were when a scan began that then
-    // left nothing to come back for.
-    let mut clean: Vec<(NamespaceId, Vec<Option<SweepMarks>>)> = shared
+    let mut namespaces: Vec<(NamespaceId, Vec<PartitionSweep>)> = shared
         .flushed
         .keys()
-        .map(|&ns| (ns, vec![None; usize::from(PARTITIONS)]))
-        .collect();
-    // Per namespace, per partition: where the next scan goes on, when a pass limited by
-    // `lru_crawler tocrawl` stopped part-way.
-    let mut resume: Vec<Vec<Option<Resume>>> = clean
-        .iter()
-        .map(|_| (0..PARTITIONS).map(|_| None).collect())
+        .map(|&ns| {
+            let partitions = (0..PARTITIONS).map(|_| PartitionSweep::default()).collect();
+            (ns, partitions)
+        })
         .collect();
     loop {
-        'pass: for ((namespace, slots), resume) in clean.iter_mut().zip(resume.iter_mut()) {
+        'pass: for (namespace, sweeps) in &mut namespaces {
             let namespace = *namespace;
-            for ((partition, slot), resume) in (0..PARTITIONS).zip(slots.iter_mut()).zip(resume) {
+            for (partition, sweep) in (0..PARTITIONS).zip(sweeps.iter_mut()) {
                 if shared.stopping.load(Ordering::Acquire) || shared.failure().is_some() {
                     return;
                 }
@@ -872,7 +867,7 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, wakeups: &Receiver<()>, conf
                         .flushed_seq(namespace, partition)
                         .load(Ordering::Acquire),
                 );
-                if *slot == Some(marks) {
+                if sweep.clean == Some(marks) {
                     continue;
                 }
                 let limit = match shared.sweep_limit.load(Ordering::Relaxed) {
@@ -882,7 +877,7 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, wakeups: &Receiver<()>, conf
                 // A partition scanned over several passes is judged as a whole, against the
                 // marks from before its first part, so that a write into a part already
                 // scanned is not taken for seen.
-                let resumed = resume.take();
+                let resumed = sweep.resume.take();
                 let (start, so_far, marks) = match resumed {
                     Some(r) => (Some(r.next), r.left_nothing, r.marks),
                     None => (None, true, marks),
@@ -901,14 +896,14 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, wakeups: &Receiver<()>, conf
                 let left_nothing = so_far && left_nothing;
                 match stopped_at {
                     Some(next) => {
-                        *slot = None;
-                        *resume = Some(Resume {
+                        sweep.clean = None;
+                        sweep.resume = Some(Resume {
                             next,
                             left_nothing,
                             marks,
                         });
                     }
-                    None => *slot = left_nothing.then_some(marks),
+                    None => sweep.clean = left_nothing.then_some(marks),
                 }
                 let pause =
                     Duration::from_micros(shared.sweep_pause_micros.load(Ordering::Relaxed));
@@ -923,6 +918,17 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, wakeups: &Receiver<()>, conf
             return;
         }
     }
+}
+
+/// What the sweeper remembers of one partition between passes.
+#[derive(Default)]
+struct PartitionSweep {
+    /// The marks as they were when a scan began that then left nothing to come back for:
+    /// while they stay the same, the partition is skipped.
+    clean: Option<SweepMarks>,
+    /// Where the next scan goes on, when a pass limited by `lru_crawler tocrawl` stopped
+    /// part-way.
+    resume: Option<Resume>,
 }
 
 /// Where a partition's scan stopped when a pass was limited, and what it had found so far.
