@@ -23,6 +23,7 @@ pub mod ops;
 mod partition;
 pub mod placement;
 mod store;
+mod wakeup;
 mod writer;
 
 /// Maps keyed by client keys on the request path. std's default SipHash guards against

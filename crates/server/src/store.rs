@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use crossbeam_channel::{Sender, unbounded};
 use murakumo_engine::keys::{
     DEFAULT_NAMESPACE, NamespaceId, PartitionId, item_key, partition_prefix, successor,
 };
@@ -29,6 +29,7 @@ use crate::partition::{
     parse_state_key,
 };
 use crate::placement::{PARTITIONS, partition_of};
+use crate::wakeup::Wakeup;
 use crate::writer::{Job, Op, OpOutcome, Writer, WriterHandle, record_size};
 
 /// When writes become durable.
@@ -158,10 +159,10 @@ pub(crate) struct Shared {
     stopping: AtomicBool,
     /// Set once the writer has shut down; later submissions are refused.
     pub(crate) writer_closed: AtomicBool,
-    sweep_wake: Sender<()>,
+    sweep_wake: Wakeup,
     /// Wakes the syncer before its interval is up, so that a shutdown does not wait for
     /// it (the interval can be up to a minute).
-    sync_wake: Sender<()>,
+    sync_wake: Wakeup,
     /// The sweep's switches, which operators set with `lru_crawler enable|disable|sleep|
     /// tocrawl`: whether it runs, its pause between partitions in microseconds, and how
     /// many records of a partition it reads per pass (0: all of them).
@@ -204,11 +205,11 @@ impl Shared {
     }
 
     pub(crate) fn sweep_soon(&self) {
-        let _ = self.sweep_wake.try_send(());
+        self.sweep_wake.wake();
     }
 
     fn wake_syncer(&self) {
-        let _ = self.sync_wake.try_send(());
+        self.sync_wake.wake();
     }
 }
 
@@ -299,8 +300,6 @@ impl Store {
             .iter()
             .map(|(ns, states)| (*ns, states.iter().map(|_| AtomicU64::new(0)).collect()))
             .collect();
-        let (sweep_wake, sweep_wakeups) = bounded(1);
-        let (sync_wake, sync_wakeups) = bounded(1);
         let shared = Arc::new(Shared {
             engine,
             clock,
@@ -312,8 +311,8 @@ impl Store {
             writes_committed: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             writer_closed: AtomicBool::new(false),
-            sweep_wake,
-            sync_wake,
+            sweep_wake: Wakeup::default(),
+            sync_wake: Wakeup::default(),
             sweep_enabled: AtomicBool::new(true),
             sweep_pause_micros: AtomicU64::new(
                 u64::try_from(config.sweep.partition_pause.as_micros()).unwrap_or(u64::MAX),
@@ -344,7 +343,7 @@ impl Store {
         if let SyncPolicy::Periodic(interval) = config.sync {
             let shared = Arc::clone(&shared);
             threads.push(spawn("murakumo-syncer", move || {
-                run_syncer(&shared, interval, &sync_wakeups);
+                run_syncer(&shared, interval);
             }));
         }
         {
@@ -352,7 +351,7 @@ impl Store {
             let jobs = jobs.clone();
             let sweep = config.sweep;
             threads.push(spawn("murakumo-sweeper", move || {
-                run_sweeper(&shared, &jobs, &sweep_wakeups, sweep);
+                run_sweeper(&shared, &jobs, sweep);
             }));
         }
         Ok(Self {
@@ -801,13 +800,11 @@ fn load_bookkeeping(engine: &dyn Engine) -> Result<Bookkeeping, EngineError> {
     Ok((partitions, pending_flush))
 }
 
-fn run_syncer(shared: &Shared, interval: Duration, wakeups: &Receiver<()>) {
+fn run_syncer(shared: &Shared, interval: Duration) {
     let mut synced = 0;
     loop {
         // Woken early only to stop: the writer's shutdown has already synced everything.
-        if let Err(RecvTimeoutError::Disconnected) = wakeups.recv_timeout(interval) {
-            return;
-        }
+        shared.sync_wake.wait(interval);
         if shared.stopping.load(Ordering::Acquire) {
             return;
         }
@@ -837,7 +834,7 @@ type SweepMarks = (u64, u64);
 /// or was handed to the writer for removal), the partition is skipped until a record
 /// that can lapse is written to it or it is flushed. Each process scans everything once
 /// after it starts, since that knowledge is not persisted.
-fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, wakeups: &Receiver<()>, config: SweepConfig) {
+fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, config: SweepConfig) {
     let chunk = config.chunk.max(1);
     let mut namespaces: Vec<(NamespaceId, Vec<PartitionSweep>)> = shared
         .flushed
@@ -913,7 +910,7 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, wakeups: &Receiver<()>, conf
             }
         }
         // Sleep until the next pass, or until a flush asks for one sooner.
-        let _ = wakeups.recv_timeout(config.pass_interval);
+        shared.sweep_wake.wait(config.pass_interval);
         if shared.stopping.load(Ordering::Acquire) {
             return;
         }
