@@ -23,8 +23,9 @@ pub(crate) const FORMAT_VERSION: u8 = 1;
 /// node continues from the ceiling; the skipped numbers are simply never used.
 ///
 /// `items` and `bytes` are statistics. They are persisted with ceiling raises, flushes,
-/// a checkpoint at most every second, and at shutdown, so after a crash they can be short
-/// of the last second of changes.
+/// a checkpoint every second (spread over the commits that follow it), and at shutdown,
+/// so after a crash they can be short of the changes since the last checkpoint reached
+/// their partition.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct PartitionState {
     /// Sequence number of the last write.

@@ -48,6 +48,19 @@ const SEQ_RESERVATION: u64 = 4096;
 /// How often partition counters are persisted when nothing else persists them.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
+/// Most partition states a checkpoint adds to one group; the rest wait for the next
+/// groups.
+///
+/// Why a checkpoint is spread out: under load nearly every partition changes within a
+/// second, so a checkpoint in one group wrote about 1,000 states, and the commit that
+/// carried it held up its connection thread (and every write queued behind it) for
+/// milliseconds once a second. Spread over groups, it adds a few dozen small records to
+/// each instead; when the store is idle, the inline writer's tick (or the next write)
+/// carries it on. Measured at half of memcached's peak on a pipeline-1 1:10 load
+/// (`murakumo bench --rate 85000`, 8 paired 10 s runs): set p99.9 had a median of 6.2 ms
+/// with 4 runs over 8 ms before, and a median of 4.5 ms with none over 6.4 ms after.
+const CHECKPOINT_SLICE: usize = 32;
+
 /// A mutation as queued for the writer.
 #[derive(Debug)]
 pub(crate) enum Op {
@@ -185,6 +198,9 @@ pub(crate) struct Writer {
     closed: bool,
     /// Partitions whose counters changed since their state was last persisted.
     unpersisted: IdSet<(NamespaceId, PartitionId)>,
+    /// The checkpoint in progress: partitions still to persist, a slice per group (see
+    /// [`CHECKPOINT_SLICE`]).
+    checkpointing: Vec<(NamespaceId, PartitionId)>,
     last_checkpoint: Instant,
     partitions: IdMap<NamespaceId, Vec<PartitionState>>,
     pending_flush: IdMap<NamespaceId, u32>,
@@ -208,6 +224,7 @@ impl Writer {
             jobs,
             closed: false,
             unpersisted: IdSet::default(),
+            checkpointing: Vec::new(),
             last_checkpoint: Instant::now(),
             partitions,
             pending_flush,
@@ -716,9 +733,19 @@ impl Writer {
     fn commit(&mut self, group: &mut Group) {
         // One clock reading serves the checkpoint check and the commit timing.
         let started = Instant::now();
-        if group.checkpoint || started.duration_since(self.last_checkpoint) >= CHECKPOINT_EVERY {
+        if group.checkpoint {
+            group.dirty.extend(self.checkpointing.drain(..));
             group.dirty.extend(self.unpersisted.drain());
             self.last_checkpoint = started;
+        } else {
+            if self.checkpointing.is_empty()
+                && started.duration_since(self.last_checkpoint) >= CHECKPOINT_EVERY
+            {
+                self.checkpointing.extend(self.unpersisted.drain());
+                self.last_checkpoint = started;
+            }
+            let slice = self.checkpointing.len().saturating_sub(CHECKPOINT_SLICE);
+            group.dirty.extend(self.checkpointing.drain(slice..));
         }
         if group.batch.is_empty() && group.dirty.is_empty() && group.replies.is_empty() {
             return;
