@@ -379,11 +379,12 @@ impl ItemCache {
     /// A new record replaces a cached one. One that was not cached enters only while its
     /// shard has room, without evicting anything: memcached serves an item it has just
     /// stored from memory, and the usual pattern (a miss, then a `set` of the computed
-    /// value, then reads of it) would otherwise pay an engine lookup on the first read of
-    /// every key (measured: 7% of the gets of a 10 s pipeline-1 load after a 100,000-key
-    /// load missed, and each cost a memtable search). A bulk load of data nobody reads
-    /// can fill free space but never pushes out what reads brought in; reads evict, and
-    /// writes only use what is free.
+    /// value, then reads of it) would otherwise pay an engine lookup (a memtable search)
+    /// on the first read of every key. On a 10 s pipeline-1 gets-only load right after
+    /// loading 100,000 keys, those first reads are about 7% of the gets, and throughput
+    /// went from 0.92–0.97× of memcached's to 0.98–1.01× with writes filling the cache. A
+    /// bulk load of data nobody reads can fill free space but never pushes out what reads
+    /// brought in; reads evict, and writes only use what is free.
     pub(crate) fn update(&self, key: &[u8], record: Option<&Bytes>) {
         let hash = key_hash(key);
         let shard = Self::shard_of(hash);
