@@ -388,18 +388,18 @@ impl ItemCache {
     pub(crate) fn update(&self, key: &[u8], record: Option<&Bytes>) {
         let hash = key_hash(key);
         let shard = Self::shard_of(hash);
-        let (generation, replaced) = {
+        let (generation, replaced, record) = {
             let mut guard = self.shards[shard].lock();
             guard.generation += 1;
             let replaced = guard.remove(hash, key);
             let Some(record) = record else { return };
-            let fits = guard.has_room_for(entry_cost(key.len(), record.len()), self.shard_capacity);
-            if self.shard_capacity == 0 || !(replaced || fits) {
+            // With the cache disabled, nothing was cached and nothing fits.
+            let cost = entry_cost(key.len(), record.len());
+            if !(replaced || guard.has_room_for(cost, self.shard_capacity)) {
                 return;
             }
-            (guard.generation, replaced)
+            (guard.generation, replaced, record)
         };
-        let Some(record) = record else { return };
         // The old version is gone and the engine has the new one, so a reader that misses
         // meanwhile reads (and may cache) the new one. The copy is made outside the lock,
         // so the shard's readers wait for no copying; the entry goes in unless another

@@ -730,23 +730,27 @@ impl Writer {
         Some(Duration::from_secs(u64::from(secs)))
     }
 
+    /// Adds to `group` the partition states the checkpoint persists with it: all of them
+    /// at shutdown, otherwise the next [`CHECKPOINT_SLICE`] of the checkpoint in progress
+    /// (starting one once a second has passed since the last).
+    fn add_checkpoint(&mut self, group: &mut Group, now: Instant) {
+        let due = now.duration_since(self.last_checkpoint) >= CHECKPOINT_EVERY;
+        if group.checkpoint || (due && self.checkpointing.is_empty()) {
+            self.checkpointing.extend(self.unpersisted.drain());
+            self.last_checkpoint = now;
+        }
+        let keep = if group.checkpoint {
+            0
+        } else {
+            self.checkpointing.len().saturating_sub(CHECKPOINT_SLICE)
+        };
+        group.dirty.extend(self.checkpointing.drain(keep..));
+    }
+
     fn commit(&mut self, group: &mut Group) {
         // One clock reading serves the checkpoint check and the commit timing.
         let started = Instant::now();
-        if group.checkpoint {
-            group.dirty.extend(self.checkpointing.drain(..));
-            group.dirty.extend(self.unpersisted.drain());
-            self.last_checkpoint = started;
-        } else {
-            if self.checkpointing.is_empty()
-                && started.duration_since(self.last_checkpoint) >= CHECKPOINT_EVERY
-            {
-                self.checkpointing.extend(self.unpersisted.drain());
-                self.last_checkpoint = started;
-            }
-            let slice = self.checkpointing.len().saturating_sub(CHECKPOINT_SLICE);
-            group.dirty.extend(self.checkpointing.drain(slice..));
-        }
+        self.add_checkpoint(group, started);
         if group.batch.is_empty() && group.dirty.is_empty() && group.replies.is_empty() {
             return;
         }

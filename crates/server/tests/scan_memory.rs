@@ -5,75 +5,19 @@
 #![allow(clippy::unwrap_used)] // Test helpers fail the test by panicking.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
+use murakumo_engine::Engine;
 use murakumo_engine::keys::DEFAULT_NAMESPACE as NS;
-use murakumo_engine::{Engine, EngineError, KeyHead, KeyValue, MemoryEngine, Table, WriteBatch};
 use murakumo_server::ops::{ItemCursor, StoreRequest};
 use murakumo_server::placement::partition_of;
 use murakumo_server::{Clock, Exptime, Store, StoreConfig, SweepConfig};
 
+mod support;
+use support::MeasuringEngine;
+
 const VALUE_LEN: usize = 64 * 1024;
-
-/// The memory engine, noting the most item bytes any one scan of the items table returned.
-#[derive(Default)]
-struct MeasuringEngine {
-    inner: MemoryEngine,
-    largest_item_scan: AtomicUsize,
-}
-
-impl MeasuringEngine {
-    fn note(&self, table: Table, bytes: usize) {
-        if table == Table::Items {
-            self.largest_item_scan.fetch_max(bytes, Ordering::Relaxed);
-        }
-    }
-}
-
-impl Engine for MeasuringEngine {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, EngineError> {
-        self.inner.get(table, key)
-    }
-    fn write(&self, batch: WriteBatch) -> Result<(), EngineError> {
-        self.inner.write(batch)
-    }
-    fn sync(&self) -> Result<(), EngineError> {
-        self.inner.sync()
-    }
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, EngineError> {
-        let found = self.inner.scan(table, prefix, start, limit)?;
-        self.note(table, found.iter().map(|(k, v)| k.len() + v.len()).sum());
-        Ok(found)
-    }
-    fn scan_heads(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-        head_len: usize,
-    ) -> Result<Vec<KeyHead>, EngineError> {
-        let found = self
-            .inner
-            .scan_heads(table, prefix, start, limit, head_len)?;
-        self.note(
-            table,
-            found.iter().map(|e| e.key.len() + e.head.len()).sum(),
-        );
-        Ok(found)
-    }
-    fn disk_space(&self) -> u64 {
-        0
-    }
-}
 
 /// Keys that all land in one partition, so that a chunk of the walk is full of them.
 fn keys_in_one_partition(count: usize) -> Vec<String> {

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // Test helpers fail the test by panicking.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +14,9 @@ use murakumo_server::ops::{
     ItemCursor, StoreMode, StoreOutcome, StoreRequest,
 };
 use murakumo_server::{Clock, Exptime, Store, StoreConfig, StoreError, SweepConfig};
+
+mod support;
+use support::MeasuringEngine;
 
 const T0: u32 = 1_700_000_000;
 
@@ -798,68 +802,13 @@ async fn sequence_numbers_survive_a_crash_without_checkpoint() {
     );
 }
 
-/// An engine that remembers the most records one batch carried.
-#[derive(Default)]
-struct LargestBatch {
-    inner: MemoryEngine,
-    largest: std::sync::atomic::AtomicUsize,
-}
-
-impl murakumo_engine::Engine for LargestBatch {
-    fn get(
-        &self,
-        table: murakumo_engine::Table,
-        key: &[u8],
-    ) -> Result<Option<Bytes>, murakumo_engine::EngineError> {
-        self.inner.get(table, key)
-    }
-
-    fn write(
-        &self,
-        batch: murakumo_engine::WriteBatch,
-    ) -> Result<(), murakumo_engine::EngineError> {
-        self.largest
-            .fetch_max(batch.len(), std::sync::atomic::Ordering::Relaxed);
-        self.inner.write(batch)
-    }
-
-    fn sync(&self) -> Result<(), murakumo_engine::EngineError> {
-        self.inner.sync()
-    }
-
-    fn scan(
-        &self,
-        table: murakumo_engine::Table,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Vec<murakumo_engine::KeyValue>, murakumo_engine::EngineError> {
-        self.inner.scan(table, prefix, start, limit)
-    }
-
-    fn scan_heads(
-        &self,
-        table: murakumo_engine::Table,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-        head_len: usize,
-    ) -> Result<Vec<murakumo_engine::KeyHead>, murakumo_engine::EngineError> {
-        self.inner.scan_heads(table, prefix, start, limit, head_len)
-    }
-
-    fn disk_space(&self) -> u64 {
-        self.inner.disk_space()
-    }
-}
-
 /// The counters checkpoint is spread over commits: with nearly every partition changed,
 /// no commit carries more than a slice of their states (one commit carrying all of them
 /// stalled its connection thread for milliseconds), and once the slices have gone
 /// through, a crash loses none of the counts from before the checkpoint.
 #[tokio::test]
 async fn a_checkpoint_is_spread_over_commits_and_persists_every_count() {
-    let engine = Arc::new(LargestBatch::default());
+    let engine = Arc::new(MeasuringEngine::default());
     let shared: Arc<dyn murakumo_engine::Engine> = engine.clone();
     let clock = Clock::manual(T0);
     let store = Store::open(Arc::clone(&shared), StoreConfig::default(), clock.clone()).unwrap();
@@ -871,9 +820,7 @@ async fn a_checkpoint_is_spread_over_commits_and_persists_every_count() {
             .await
             .unwrap();
     }
-    engine
-        .largest
-        .store(0, std::sync::atomic::Ordering::Relaxed);
+    engine.largest_batch.store(0, Ordering::Relaxed);
     // The checkpoint interval is real time.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     for i in 0..100 {
@@ -882,7 +829,7 @@ async fn a_checkpoint_is_spread_over_commits_and_persists_every_count() {
             .await
             .unwrap();
     }
-    let largest = engine.largest.load(std::sync::atomic::Ordering::Relaxed);
+    let largest = engine.largest_batch.load(Ordering::Relaxed);
     // A write, its partition's state if it raised the sequence ceiling, and a slice.
     assert!(
         largest <= 2 + 32,
