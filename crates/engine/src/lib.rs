@@ -207,4 +207,16 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Bytes the engine occupies on disk (0 for memory engines); for `stats`.
     fn disk_space(&self) -> u64;
+
+    /// Whether new writes should wait: the engine holds as many unflushed writes in
+    /// memory as its budget allows, and a flush that will free some is under way.
+    ///
+    /// Why: an LSM takes writes into memory faster than it can flush them to disk, and
+    /// without a bound its write buffer grows to whatever its journal limit allows (for
+    /// fjall, at least 64 MiB) whatever memory the operator gave the node. A writer that
+    /// waits for the flush keeps memory within the budget; reads do not wait. Engines
+    /// that keep nothing unflushed, or whose memory is the data itself, say `false`.
+    fn write_buffer_full(&self) -> bool {
+        false
+    }
 }

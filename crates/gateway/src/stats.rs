@@ -281,6 +281,10 @@ fn general(gw: &Gateway) -> Vec<(String, String)> {
         line("murakumo_disk_bytes", store.disk_bytes),
         line("murakumo_commit_groups", store.commit_groups),
         line("murakumo_sweep_scans", store.sweep_scans),
+        // Writes held back until the engine flushed its write buffer (a write load the
+        // disk cannot keep up with, or `-m` too small for it), and how long they waited.
+        line("murakumo_write_stalls", store.write_stalls),
+        line("murakumo_write_stall_us", store.write_stall_micros),
         // 0 once a storage failure took the node out of service (the log says why):
         // `stats` keeps answering then, so this is what monitoring alerts on.
         line(

@@ -96,6 +96,13 @@ impl Default for StoreConfig {
     }
 }
 
+/// The longest a write waits for the engine's write buffer to drain (see
+/// `Store::wait_for_write_buffer`). A memtable flush takes milliseconds to a few hundred
+/// (a 64 MiB memtable of small items); a second is well past any healthy one.
+const WRITE_STALL_LIMIT: Duration = Duration::from_secs(1);
+/// How often a waiting write looks again: the timer's resolution.
+const WRITE_STALL_STEP: Duration = Duration::from_millis(1);
+
 /// Counters the store maintains, with memcached's names where one exists.
 #[derive(Debug, Default)]
 pub struct StoreStats {
@@ -113,6 +120,10 @@ pub struct StoreStats {
     pub commit_groups: AtomicU64,
     /// Total time spent committing groups, in microseconds.
     pub commit_micros: AtomicU64,
+    /// Writes that waited for the engine's write buffer to drain.
+    pub write_stalls: AtomicU64,
+    /// Total time those writes waited, in microseconds.
+    pub write_stall_micros: AtomicU64,
 }
 
 /// A snapshot of [`StoreStats`] plus engine figures.
@@ -132,6 +143,10 @@ pub struct StoreStatsSnapshot {
     pub commit_groups: u64,
     /// Microseconds spent committing.
     pub commit_micros: u64,
+    /// Writes that waited for the engine's write buffer.
+    pub write_stalls: u64,
+    /// Microseconds those writes waited.
+    pub write_stall_micros: u64,
     /// Bytes on disk.
     pub disk_bytes: u64,
     /// Bytes of records held in memory by the item cache.
@@ -480,6 +495,9 @@ impl Store {
 
     async fn submit(&self, namespace: NamespaceId, op: Op) -> Result<OpOutcome, StoreError> {
         self.available()?;
+        if self.shared.engine.write_buffer_full() {
+            self.wait_for_write_buffer().await;
+        }
         let (reply, answer) = oneshot::channel();
         self.enqueue(Job::Mutate {
             namespace,
@@ -487,6 +505,27 @@ impl Store {
             reply,
         })?;
         answer.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Holds a write back while the engine's write buffer is full (see
+    /// [`Engine::write_buffer_full`]), for at most [`WRITE_STALL_LIMIT`].
+    ///
+    /// The wait is a timer on the connection's task, so the connection's thread goes on
+    /// serving reads and the writes of others meanwhile, and the writer (which may run on
+    /// this thread) is never blocked by it. Past the limit the write goes ahead: the
+    /// engine then applies its own limits, and a flush that has failed for good shows as
+    /// the write's storage error instead of as writes that never finish.
+    async fn wait_for_write_buffer(&self) {
+        let started = std::time::Instant::now();
+        while self.shared.engine.write_buffer_full() && started.elapsed() < WRITE_STALL_LIMIT {
+            tokio::time::sleep(WRITE_STALL_STEP).await;
+        }
+        let stats = &self.shared.stats;
+        stats.write_stalls.fetch_add(1, Ordering::Relaxed);
+        stats.write_stall_micros.fetch_add(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Queues a job for the writer and, when commits run inline, commits it (and whatever
@@ -641,6 +680,8 @@ impl Store {
             sweep_scans: s.sweep_scans.load(Ordering::Relaxed),
             commit_groups: s.commit_groups.load(Ordering::Relaxed),
             commit_micros: s.commit_micros.load(Ordering::Relaxed),
+            write_stalls: s.write_stalls.load(Ordering::Relaxed),
+            write_stall_micros: s.write_stall_micros.load(Ordering::Relaxed),
             disk_bytes: self.shared.engine.disk_space(),
             cached_bytes: self.shared.cache.bytes() as u64,
         }

@@ -145,3 +145,96 @@ fn shutdown_does_not_wait_for_the_sync_interval() {
         store.shutdown().await;
     });
 }
+
+/// A write load that outruns fjall's flushes must wait for them rather than grow the
+/// write buffer to fjall's journal limit (64 MiB and more) whatever the node's memory
+/// budget. Large values make the difference plain: 100 MiB of 512 KiB values written as
+/// fast as 8 writers can, through a budget that allows an 8 MiB write buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wait_for_a_full_write_buffer_to_flush() {
+    const WRITERS: usize = 8;
+    const WRITES_EACH: usize = 25;
+    const VALUE_LEN: usize = 512 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let options = FjallOptions::within(24 * 1024 * 1024);
+    let limit = options.write_buffer_bytes();
+    let engine = Arc::new(FjallEngine::open(dir.path(), options).unwrap());
+    let store = Store::open(
+        engine.clone(),
+        StoreConfig {
+            sync: SyncPolicy::Periodic(Duration::from_millis(5)),
+            item_cache_bytes: 1024 * 1024,
+            ..StoreConfig::default()
+        },
+        Clock::System,
+    )
+    .unwrap();
+
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (engine, sampling) = (engine.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            let mut largest = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                largest = largest.max(engine.write_buffer_bytes());
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            largest
+        })
+    };
+    let value_of = |writer: usize, i: usize| {
+        let mut value = vec![u8::try_from(writer).unwrap(); VALUE_LEN];
+        value[..8].copy_from_slice(&u64::try_from(i).unwrap().to_be_bytes());
+        value
+    };
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..WRITES_EACH {
+                // Ten keys per writer, overwritten, so the disk holds little at the end.
+                let request =
+                    StoreRequest::set(format!("w{writer}-{}", i % 10), value_of(writer, i));
+                store.store(NS, request).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let largest = sampler.join().unwrap();
+
+    // The bound is the budget plus what can be in flight past the check (one value per
+    // writer) and the memtable that was filling when the buffer went over, which fjall
+    // seals in the background and so may take a little past its size.
+    let allowed = limit + (WRITERS * VALUE_LEN) as u64 + 2 * options.memtable_bytes;
+    assert!(
+        largest <= allowed,
+        "the write buffer reached {} MiB; allowed {} MiB",
+        largest >> 20,
+        allowed >> 20
+    );
+    assert!(
+        store.stats().write_stalls > 0,
+        "100 MiB through an 8 MiB write buffer should have waited for a flush"
+    );
+    // Waiting loses nothing: every key holds its last value.
+    for writer in 0..WRITERS {
+        for key_index in 0..10 {
+            let last = (0..WRITES_EACH)
+                .filter(|i| i % 10 == key_index)
+                .max()
+                .unwrap();
+            let item = store
+                .get(NS, format!("w{writer}-{key_index}").as_bytes())
+                .unwrap()
+                .unwrap();
+            assert!(
+                item.value[..] == value_of(writer, last)[..],
+                "w{writer}-{key_index}"
+            );
+        }
+    }
+    store.shutdown().await;
+}
