@@ -124,3 +124,69 @@ fn a_tiny_budget_serves_more_than_its_write_buffer() {
         );
     }
 }
+
+/// Large records live in blob files, small ones in the tree; both come back exact from
+/// the memtable, from flushed files, and after a reopen, and a head scan reports each
+/// one's start and length without confusing the two layouts.
+#[test]
+fn records_on_both_sides_of_the_blob_threshold_read_back_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    // Sizes just under, at and well over the separation threshold (4 KiB), each value
+    // distinct so that a mix-up shows; enough of them to force several flushes of the
+    // 4 MiB memtable a tiny budget gets.
+    let sizes = [100, 4095, 4096, 4097, 100 * 1024];
+    let value_of = |i: u32| {
+        let len = sizes[i as usize % sizes.len()];
+        let mut value = vec![u8::try_from(i % 251).unwrap(); len];
+        value[..4].copy_from_slice(&i.to_be_bytes());
+        value
+    };
+    let count = 400u32;
+    let check = |engine: &FjallEngine| {
+        for i in 0..count {
+            let got = engine.get(Table::Items, &i.to_be_bytes()).unwrap();
+            assert!(got.as_deref() == Some(&value_of(i)[..]), "key {i}");
+        }
+        let heads = engine
+            .scan_heads(Table::Items, &[], &[], count as usize, 8)
+            .unwrap();
+        assert_eq!(heads.len(), count as usize);
+        for head in heads {
+            let i = u32::from_be_bytes(head.key[..].try_into().unwrap());
+            let value = value_of(i);
+            assert_eq!((&head.head[..], head.value_len), (&value[..8], value.len()));
+        }
+    };
+    {
+        let engine = FjallEngine::open(dir.path(), FjallOptions::within(0)).unwrap();
+        for i in 0..count {
+            let mut batch = WriteBatch::new();
+            batch.put(Table::Items, i.to_be_bytes().to_vec(), value_of(i));
+            engine.write(batch).unwrap();
+        }
+        engine.sync().unwrap();
+        check(&engine);
+    }
+    let engine = FjallEngine::open(dir.path(), FjallOptions::within(0)).unwrap();
+    check(&engine);
+    assert!(
+        blob_files(dir.path()) > 0,
+        "the large records were flushed, so some must be in blob files"
+    );
+}
+
+/// Files in fjall's blob folders under `dir`.
+fn blob_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("the data directory is readable")
+        .map(|entry| entry.expect("a readable entry").path())
+        .filter(|path| path.is_dir())
+        .map(|path| {
+            if path.file_name() == Some("blobs".as_ref()) {
+                std::fs::read_dir(&path).expect("a readable folder").count()
+            } else {
+                blob_files(&path)
+            }
+        })
+        .sum()
+}
