@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from mcwire import Conn, meta, unique
+import struct
+
+from mcwire import Conn, OP_SET, bin_request, meta, read_bin, unique
 
 
 @pytest.fixture
@@ -417,6 +419,101 @@ def test_stats_items(conn, key):
         assert re.fullmatch(r"-?\d+(\.\d+)?", value), (name, value)
     numbers = [int(v) for n, v in items.items() if n.endswith(":number")]
     assert numbers and sum(numbers) >= 1
+
+
+def detail_dump(conn: Conn) -> dict[str, tuple[int, int, int, int]]:
+    """``stats detail dump`` as {prefix: (get, hit, set, del)}; memcached lists the
+    prefixes in hash order, murakumo in byte order."""
+    conn.send("stats detail dump\r\n")
+    counts = {}
+    while (line := conn.readline()) != b"END":
+        found = re.fullmatch(rb"PREFIX (.*) get (\d+) hit (\d+) set (\d+) del (\d+)", line)
+        assert found, line
+        counts[found[1].decode()] = tuple(int(n) for n in found.groups()[1:])
+    return counts
+
+
+def test_stats_detail_counts_per_prefix(server_factory):
+    # A server of its own: the prefix counters are server-wide.
+    srv = server_factory()
+    with Conn(*srv.addr) as conn:
+        usage = b"CLIENT_ERROR usage: stats detail on|off|dump"
+        assert conn.cmd("stats detail") == usage
+        assert conn.cmd("stats detail sideways") == usage
+        assert detail_dump(conn) == {}
+        assert conn.stats("settings")["detail_enabled"] == "no"
+        assert conn.stats("settings")["stat_key_prefix"] == ":"
+        assert conn.set("a:1", "x") == b"STORED", "not counted: detail is off"
+        assert conn.cmd("stats detail on") == b"OK"
+        assert conn.stats("settings")["detail_enabled"] == "yes"
+
+        assert conn.set("a:1", "x") == b"STORED"
+        conn.send("get a:1 a:2 b:3 nodelimiter\r\n")
+        assert [v[0] for v in conn.read_values()] == ["a:1"]
+        conn.send("gets a:1\r\ngat 10 a:1\r\n")
+        conn.read_values()
+        conn.read_values()
+        # Counted whether or not the key exists.
+        assert conn.cmd("delete a:1") == b"DELETED"
+        assert conn.cmd("delete a:9") == b"NOT_FOUND"
+        # Not counted at all: text touch, incr/decr and the meta commands.
+        assert conn.cmd("touch b:3 10") == b"NOT_FOUND"
+        assert conn.cmd("incr a:5 1") == b"NOT_FOUND"
+        assert conn.cmd("mg a:1 v") == b"EN"
+        assert conn.cmd("ms c:1 1\r\nx") == b"HD"
+        # Every storage command counts a set, whatever its outcome.
+        assert conn.store("add", "d:1", "x") == b"STORED"
+        assert conn.store("append", "d:1", "y") == b"STORED"
+        assert conn.store("cas", "d:1", "z", extra="1") == b"EXISTS"
+        # The prefix ends at the first delimiter, and may be empty.
+        assert conn.set(":x", "x") == b"STORED"
+        assert conn.set("e::x", "x") == b"STORED"
+        expected = {"a": (4, 3, 1, 2), "b": (1, 0, 0, 0), "d": (0, 0, 3, 0),
+                    "": (0, 0, 1, 0), "e": (0, 0, 1, 0)}
+        assert detail_dump(conn) == expected
+
+        # Off keeps what was counted and counts no more; stats reset clears it.
+        assert conn.cmd("stats detail off") == b"OK"
+        assert conn.set("a:2", "x") == b"STORED"
+        assert detail_dump(conn) == expected
+        assert conn.cmd("stats reset") == b"RESET"
+        assert detail_dump(conn) == {}
+
+
+def test_stats_detail_counts_binary_requests(server_factory):
+    # memcached counts every binary store as a set, and binary get, getk, getq, touch
+    # and gat as gets (text touch is not counted); binary delete counts either way.
+    srv = server_factory()
+    store_extras = struct.pack(">II", 0, 0)
+    touch_extras = struct.pack(">I", 100)
+    requests = [
+        (OP_SET, b"bin:1", b"v", store_extras),
+        (0x02, b"bin:2", b"v", store_extras),    # add
+        (0x0E, b"bin:1", b"w", b""),             # append
+        (0x00, b"bin:1", b"", b""),              # get, hit
+        (0x0C, b"bin:9", b"", b""),              # getk, miss
+        (0x1C, b"bin:1", b"", touch_extras),     # touch, hit
+        (0x1D, b"bin:8", b"", touch_extras),     # gat, miss
+        (0x04, b"bin:2", b"", b""),              # delete, found
+        (0x04, b"bin:7", b"", b""),              # delete, missing
+        (0x05, b"bin:5", b"", struct.pack(">QQI", 1, 0, 0)),  # incr: not counted
+    ]
+    with Conn(*srv.addr) as conn:
+        assert conn.cmd("stats detail on") == b"OK"
+    # A connection speaks the protocol of its first byte.
+    with Conn(*srv.addr) as conn:
+        for opcode, key, value, extras in requests:
+            conn.send(bin_request(opcode, key, value, extras))
+            assert read_bin(conn).opcode == opcode
+    with Conn(*srv.addr) as conn:
+        assert detail_dump(conn) == {"bin": (4, 2, 3, 2)}
+    with Conn(*srv.addr) as conn:
+        # Over the binary protocol the dump is one stat, "detailed", then the terminator.
+        conn.send(bin_request(0x10, b"detail dump"))
+        dump = read_bin(conn)
+        assert (dump.key, dump.value) == (b"detailed",
+                                          b"PREFIX bin get 4 hit 2 set 3 del 2\r\nEND\r\n")
+        assert read_bin(conn).key == b""
 
 
 def test_stats_unknown_subcommand(conn):

@@ -136,6 +136,7 @@ impl Connection {
                 self.reply(noreply, &reply);
             }
             Request::Delete { key, noreply } => {
+                self.gateway.prefix_stats.record_delete(&key);
                 let reply = match self.counted_delete(DeleteRequest::new(key)).await {
                     Ok(DeleteOutcome::Deleted) => Response::Deleted,
                     Ok(DeleteOutcome::NotFound | DeleteOutcome::Exists) => Response::NotFound,
@@ -163,6 +164,10 @@ impl Connection {
                     ascii::encode_response(&Response::End, &mut self.out);
                 }
                 StatsReply::Reset => self.out.extend_from_slice(b"RESET\r\n"),
+                StatsReply::DetailToggled => {
+                    ascii::encode_response(&Response::Ok, &mut self.out);
+                }
+                StatsReply::DetailDump(dump) => self.out.extend_from_slice(&dump),
                 StatsReply::CacheDump { limit } => self.cachedump(limit).await?,
                 StatsReply::BadArguments(message) => {
                     ascii::encode_response(
@@ -233,6 +238,9 @@ impl Connection {
                         FetchOutcome::Miss => None,
                     }),
             };
+            if let Ok(found) = &found {
+                self.gateway.prefix_stats.record_get(key, found.is_some());
+            }
             match found {
                 Ok(Some(hit)) => {
                     bump(&self.gateway.stats.get_hits);
@@ -293,6 +301,7 @@ impl Connection {
             compare_cas,
             ..StoreRequest::set(key, value)
         };
+        self.gateway.prefix_stats.record_set(&request.key);
         let outcome = self.counted_store(request).await;
         match outcome {
             Ok(StoreOutcome::Stored { .. }) => Response::Stored,

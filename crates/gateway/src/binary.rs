@@ -103,6 +103,7 @@ impl Connection {
                     .await
             }
             Command::Delete { key, .. } => {
+                self.gateway.prefix_stats.record_delete(&key);
                 let request = DeleteRequest {
                     compare_cas: (header.cas != 0).then_some(header.cas),
                     ..DeleteRequest::new(key)
@@ -162,7 +163,12 @@ impl Connection {
                         }
                         Some(Response::ok(&header))
                     }
-                    StatsReply::Reset => Some(Response::ok(&header)),
+                    StatsReply::Reset | StatsReply::DetailToggled => Some(Response::ok(&header)),
+                    // memcached sends the text dump as the value of one `detailed` stat.
+                    StatsReply::DetailDump(dump) => {
+                        self.send(&Response::stat(&header, "detailed", dump));
+                        Some(Response::ok(&header))
+                    }
                     // memcached serves cachedump over the text protocol only.
                     StatsReply::CacheDump { .. }
                     | StatsReply::Unknown
@@ -223,6 +229,10 @@ impl Connection {
         touch_only: bool,
     ) -> Option<Response> {
         let stats = &self.gateway.stats;
+        if let Ok(found) = &found {
+            // Unlike the text protocol's, memcached counts a binary touch as a get.
+            self.gateway.prefix_stats.record_get(&key, found.is_some());
+        }
         match found {
             Ok(Some(item)) => {
                 if !touch_only {
@@ -265,6 +275,7 @@ impl Connection {
             compare_cas: (header.cas != 0).then_some(header.cas),
             ..StoreRequest::set(key, value)
         };
+        self.gateway.prefix_stats.record_set(&request.key);
         let outcome = self.counted_store(request).await;
         let status = match outcome {
             Ok(StoreOutcome::Stored { cas }) => {

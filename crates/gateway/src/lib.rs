@@ -24,6 +24,7 @@ mod counted;
 mod crawler;
 mod listener;
 mod meta;
+mod prefix_stats;
 mod stats;
 mod workers;
 
@@ -46,6 +47,8 @@ pub struct Gateway {
     namespace: NamespaceId,
     config: GatewayConfig,
     stats: GatewayStats,
+    /// `stats detail`: counts per key prefix, off until asked for.
+    prefix_stats: prefix_stats::PrefixStats,
     verbosity: AtomicU32,
     /// Memory limit requested by `cache_memlimit` for the next start, in MiB.
     requested_memory_limit_mb: AtomicU64,
@@ -63,6 +66,7 @@ impl Gateway {
             namespace: DEFAULT_NAMESPACE,
             config,
             stats: GatewayStats::default(),
+            prefix_stats: prefix_stats::PrefixStats::default(),
             verbosity: AtomicU32::new(0),
             started: Instant::now(),
             connections: Arc::default(),

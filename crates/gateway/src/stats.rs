@@ -177,6 +177,10 @@ pub(crate) enum StatsReply {
     /// `stats cachedump`: list up to this many items (the text executor walks the store,
     /// since that takes many short steps).
     CacheDump { limit: usize },
+    /// `stats detail on|off`.
+    DetailToggled,
+    /// `stats detail dump`: the `PREFIX` lines and `END`, ready to send.
+    DetailDump(Vec<u8>),
     /// A group we do not have.
     Unknown,
     /// A group we have, asked for wrongly: `CLIENT_ERROR <message>`.
@@ -196,10 +200,30 @@ pub(crate) fn render(gateway: &Gateway, group: Option<&[u8]>) -> StatsReply {
         Some(b"cluster") => StatsReply::Lines(cluster(gateway)),
         Some(b"reset") => {
             gateway.stats.reset();
+            gateway.prefix_stats.clear();
             StatsReply::Reset
+        }
+        Some(args) if args.split(|b| *b == b' ').next() == Some(b"detail") => {
+            detail(gateway, &args[b"detail".len()..])
         }
         Some(args) if args.starts_with(b"cachedump") => cachedump(args),
         Some(_) => StatsReply::Unknown,
+    }
+}
+
+/// `stats detail on|off|dump`, with memcached's usage error for anything else.
+fn detail(gateway: &Gateway, args: &[u8]) -> StatsReply {
+    match args.trim_ascii() {
+        b"on" => {
+            gateway.prefix_stats.set_enabled(true);
+            StatsReply::DetailToggled
+        }
+        b"off" => {
+            gateway.prefix_stats.set_enabled(false);
+            StatsReply::DetailToggled
+        }
+        b"dump" => StatsReply::DetailDump(gateway.prefix_stats.dump()),
+        _ => StatsReply::BadArguments("usage: stats detail on|off|dump"),
     }
 }
 
@@ -281,6 +305,8 @@ fn general(gw: &Gateway) -> Vec<(String, String)> {
         line("murakumo_disk_bytes", store.disk_bytes),
         line("murakumo_commit_groups", store.commit_groups),
         line("murakumo_sweep_scans", store.sweep_scans),
+        // `stats detail` operations not counted because 10,000 prefixes were tracked.
+        line("murakumo_prefix_untracked", gw.prefix_stats.untracked()),
         // Writes held back until the engine flushed its write buffer (a write load the
         // disk cannot keep up with, or `-m` too small for it), and how long they waited.
         line("murakumo_write_stalls", store.write_stalls),
@@ -323,6 +349,18 @@ fn settings(gw: &Gateway) -> Vec<(String, String)> {
         line("max_line_length", c.limits.max_line_len),
         line("idle_timeout", c.idle_timeout.map_or(0, |d| d.as_secs())),
         line("binding_protocol", "auto-negotiate"),
+        line(
+            "stat_key_prefix",
+            char::from(crate::prefix_stats::PREFIX_DELIMITER),
+        ),
+        line(
+            "detail_enabled",
+            if gw.prefix_stats.enabled() {
+                "yes"
+            } else {
+                "no"
+            },
+        ),
         // The background sweep is murakumo's crawler (`lru_crawler` drives it).
         line(
             "lru_crawler",
