@@ -38,7 +38,8 @@ class ManagedServer:
     def __init__(self, kind: str, binary: str, workdir: Path, *, data_dir: Path | None = None,
                  sync: str | None = None, max_connections: int | None = None,
                  idle_timeout: int | None = None, max_item_size: int | None = None,
-                 cache_mb: int | None = None, sync_interval_ms: int | None = None):
+                 cache_mb: int | None = None, sync_interval_ms: int | None = None,
+                 enable_shutdown: bool = False):
         if kind not in ("murakumo", "memcached"):
             raise ValueError(f"unknown server kind {kind!r}")
         self.kind = kind
@@ -52,6 +53,7 @@ class ManagedServer:
         self.max_item_size = max_item_size
         self.cache_mb = cache_mb
         self.sync_interval_ms = sync_interval_ms
+        self.enable_shutdown = enable_shutdown
         self.host = "127.0.0.1"
         self.port = 0
         self.proc: subprocess.Popen | None = None
@@ -72,6 +74,8 @@ class ManagedServer:
                 argv += ["-I", str(self.max_item_size)]
             if self.cache_mb is not None:
                 argv += ["-m", str(self.cache_mb)]
+            if self.enable_shutdown:
+                argv += ["-A"]
             return argv
         argv = [self.binary, "dev", "--data-dir", str(self.data_dir),
                 "--listen", f"{self.host}:{self.port}"]
@@ -91,6 +95,8 @@ class ManagedServer:
             argv += ["--cache-mb", str(self.cache_mb)]
         if self.sync_interval_ms is not None:
             argv += ["--sync-interval-ms", str(self.sync_interval_ms)]
+        if self.enable_shutdown:
+            argv += ["--enable-shutdown"]
         return argv
 
     def start(self) -> "ManagedServer":

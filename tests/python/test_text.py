@@ -521,6 +521,28 @@ def test_stats_unknown_subcommand(conn):
     assert conn.cmd("stats nosuchgroup") == b"ERROR"
 
 
+def test_shutdown_is_refused_unless_enabled(conn):
+    assert conn.cmd("shutdown") == b"ERROR: shutdown not enabled"
+    assert conn.cmd("shutdown graceful") == b"ERROR: shutdown not enabled"
+    assert conn.cmd("version").startswith(b"VERSION ")
+
+
+def test_shutdown_when_enabled_stops_the_server(server_factory, target, key):
+    srv = server_factory(enable_shutdown=True)
+    with Conn(*srv.addr) as conn:
+        assert conn.set(key, "kept") == b"STORED"
+        assert conn.cmd("shutdown sideways") == b"CLIENT_ERROR invalid shutdown mode"
+        assert conn.cmd("version").startswith(b"VERSION "), "a refused mode stops nothing"
+        conn.send("shutdown graceful\r\n")
+        assert conn.expect_closed() == b""
+    assert srv.proc.wait(timeout=30) == 0, srv.log_tail()
+    if target == "murakumo":
+        # Stopped as on SIGTERM: what was acknowledged is there after a restart.
+        srv.start()
+        with Conn(*srv.addr) as conn:
+            assert conn.get(key) == b"kept"
+
+
 # -- pipelining -------------------------------------------------------------------------
 
 

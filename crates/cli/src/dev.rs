@@ -62,15 +62,19 @@ pub struct DevArgs {
     #[arg(long, short = 'I', default_value = "1m", value_parser = parse_item_size)]
     max_item_size: u64,
     /// Memory for items, in MiB: a quarter for hot items in front of the storage engine,
-    /// the rest for the engine's write buffer (a sixth of it, 4 to 64 MiB, fixed when the
-    /// data directory is created) and block cache. Without it, the last `cache_memlimit`
-    /// a client sent is used, else 256.
+    /// the rest for the engine's write buffer (two memtables of a sixth of it each, 4 to
+    /// 64 MiB, fixed when the data directory is created; writes wait while it is full)
+    /// and block cache. Without it, the last `cache_memlimit` a client sent is used, else
+    /// 256.
     #[arg(long, short = 'm')]
     cache_mb: Option<u64>,
     /// Require SASL PLAIN on binary connections, with users from this file
     /// (`user:password` per line).
     #[arg(long)]
     auth_file: Option<PathBuf>,
+    /// Let clients stop the node with `shutdown` (memcached -A); it stops as on SIGTERM.
+    #[arg(long, short = 'A')]
+    enable_shutdown: bool,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -133,6 +137,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         sync_description: sync_description.clone(),
         memory_limit_mb: cache_mb,
         memory_limit_file: Some(memory_limit_file),
+        enable_shutdown: args.enable_shutdown,
         ..GatewayConfig::default()
     };
     let gateway = Gateway::new(store.clone(), config);
@@ -144,8 +149,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
 
     let (stop, stopped) = watch::channel(false);
+    let asked = Arc::clone(&gateway);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        tokio::select! {
+            () = wait_for_signal() => {}
+            () = asked.shutdown_requested() => {}
+        }
         tracing::info!("shutting down: finishing requests in progress");
         let _ = stop.send(true);
     });

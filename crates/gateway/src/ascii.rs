@@ -187,6 +187,25 @@ impl Connection {
             }
             Request::LruCrawler(request) => self.lru_crawler(request).await?,
             Request::Quit => return Ok(Flow::Close),
+            Request::Shutdown { mode } => {
+                if !self.gateway.config.enable_shutdown {
+                    self.out
+                        .extend_from_slice(b"ERROR: shutdown not enabled\r\n");
+                } else if matches!(mode.as_deref(), None | Some(b"graceful")) {
+                    // memcached's plain `shutdown` exits at once; a persistent node stops
+                    // gracefully either way, so that every acknowledged write is synced.
+                    tracing::info!("shutdown requested by a client");
+                    self.gateway.shutdown_requested.notify_one();
+                    return Ok(Flow::Close);
+                } else {
+                    ascii::encode_response(
+                        &Response::Error(ErrorReply::Client(Cow::Borrowed(
+                            "invalid shutdown mode",
+                        ))),
+                        &mut self.out,
+                    );
+                }
+            }
             Request::MetaGet(request) => self.meta_get(request).await?,
             Request::MetaSet(request) => self.meta_set(request).await,
             Request::MetaDelete(request) => self.meta_delete(request).await,

@@ -40,6 +40,9 @@ pub struct GatewayConfig {
     /// while it runs, so the node applies the recorded limit when it next starts; without
     /// a file, `cache_memlimit` is refused.
     pub memory_limit_file: Option<PathBuf>,
+    /// Whether the `shutdown` command may stop the node (memcached's `-A`). Off by
+    /// default, as in memcached: any client could otherwise stop the server.
+    pub enable_shutdown: bool,
 }
 
 impl Default for GatewayConfig {
@@ -55,6 +58,7 @@ impl Default for GatewayConfig {
             sync_description: String::new(),
             memory_limit_mb: 0,
             memory_limit_file: None,
+            enable_shutdown: false,
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct Gateway {
     started: Instant,
     /// Listeners and open connections, for `stats conns`.
     connections: Arc<conns::ConnectionTable>,
+    /// Signalled by an allowed `shutdown` command; see [`Gateway::shutdown_requested`].
+    shutdown_requested: tokio::sync::Notify,
 }
 
 impl Gateway {
@@ -70,7 +72,15 @@ impl Gateway {
             verbosity: AtomicU32::new(0),
             started: Instant::now(),
             connections: Arc::default(),
+            shutdown_requested: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Resolves once a client has asked the node to stop with `shutdown` (allowed only
+    /// with [`GatewayConfig::enable_shutdown`]). Whoever runs the node then stops it as it
+    /// would on SIGTERM: the request is only a signal that arrives over the protocol.
+    pub async fn shutdown_requested(&self) {
+        self.shutdown_requested.notified().await;
     }
 
     /// The counters, for tests and metrics.

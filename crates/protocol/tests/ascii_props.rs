@@ -217,6 +217,9 @@ fn classic_request() -> impl Strategy<Value = Request> {
             }
         }),
         Just(Request::Quit),
+        prop::option::of(token(12)).prop_map(|mode| Request::Shutdown {
+            mode: mode.map(Bytes::from),
+        }),
         crawler_request(),
     ]
 }
@@ -391,6 +394,7 @@ fn keys_of(req: &Request) -> Vec<(&[u8], bool)> {
         | Request::CacheMemlimit { .. }
         | Request::Stats { .. }
         | Request::LruCrawler(_)
+        | Request::Shutdown { .. }
         | Request::Quit
         | Request::MetaNoop => Vec::new(),
     }

@@ -40,16 +40,31 @@ pub(super) fn parse_verbosity(frame: &Frame<'_>) -> Outcome {
 /// `stats [args…]`: the arguments are passed on joined by single spaces, since which groups
 /// exist is the server's business, not the parser's.
 pub(super) fn parse_stats(frame: &Frame<'_>) -> Outcome {
+    frame.line_only(Ok(Request::Stats {
+        group: joined_args(frame),
+    }))
+}
+
+/// `shutdown [mode]`: as with `stats`, whether shutting down is allowed and which modes
+/// exist is the server's business (memcached refuses any shutdown it was not started to
+/// allow before it looks at the mode).
+pub(super) fn parse_shutdown(frame: &Frame<'_>) -> Outcome {
+    frame.line_only(Ok(Request::Shutdown {
+        mode: joined_args(frame),
+    }))
+}
+
+/// The tokens after the command, joined by single spaces; `None` if there are none.
+fn joined_args(frame: &Frame<'_>) -> Option<Bytes> {
     let mut args = frame.tokens.all_from(1);
-    let group = args.next().map(|first| {
-        let mut group = BytesMut::from(first);
+    args.next().map(|first| {
+        let mut joined = BytesMut::from(first);
         for arg in args {
-            group.extend_from_slice(b" ");
-            group.extend_from_slice(arg);
+            joined.extend_from_slice(b" ");
+            joined.extend_from_slice(arg);
         }
-        group.freeze()
-    });
-    frame.line_only(Ok(Request::Stats { group }))
+        joined.freeze()
+    })
 }
 
 pub(super) fn encode_flush_all(delay: i64, noreply: bool, out: &mut BytesMut) {
@@ -93,10 +108,18 @@ pub(super) fn encode_cache_memlimit(megabytes: u64, noreply: bool, out: &mut Byt
 }
 
 pub(super) fn encode_stats(group: Option<&Bytes>, out: &mut BytesMut) {
-    out.extend_from_slice(b"stats");
-    if let Some(group) = group {
+    encode_with_args(b"stats", group, out);
+}
+
+pub(super) fn encode_shutdown(mode: Option<&Bytes>, out: &mut BytesMut) {
+    encode_with_args(b"shutdown", mode, out);
+}
+
+fn encode_with_args(command: &[u8], args: Option<&Bytes>, out: &mut BytesMut) {
+    out.extend_from_slice(command);
+    if let Some(args) = args {
         out.extend_from_slice(b" ");
-        out.extend_from_slice(group);
+        out.extend_from_slice(args);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -215,6 +238,23 @@ mod tests {
         assert!(
             rejection.noreply,
             "memcached answers nothing to `verbosity noreply`"
+        );
+    }
+
+    #[test]
+    fn shutdown_passes_its_mode_on() {
+        assert_eq!(ok(b"shutdown\r\n"), Request::Shutdown { mode: None });
+        assert_eq!(
+            ok(b"shutdown  graceful\r\n"),
+            Request::Shutdown {
+                mode: Some(Bytes::from_static(b"graceful"))
+            }
+        );
+        assert_eq!(
+            encoded(&Request::Shutdown {
+                mode: Some(Bytes::from_static(b"graceful"))
+            }),
+            b"shutdown graceful\r\n"
         );
     }
 

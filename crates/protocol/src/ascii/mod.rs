@@ -159,6 +159,11 @@ pub enum Request {
     },
     /// `lru_crawler crawl|metadump <classes>`.
     LruCrawler(CrawlerRequest),
+    /// `shutdown [mode]`.
+    Shutdown {
+        /// The arguments after `shutdown` (`graceful`), joined by single spaces.
+        mode: Option<Bytes>,
+    },
     /// `quit`: close the connection without a reply.
     Quit,
     /// `mg`.
@@ -442,6 +447,7 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Re
         b"stats" => admin::parse_stats(&frame),
         b"lru_crawler" => crawler::parse(&frame),
         b"quit" => frame.line_only(Ok(Request::Quit)),
+        b"shutdown" => admin::parse_shutdown(&frame),
         b"ms" => meta::set::parse(&frame),
         b"md" => meta::delete::parse(&frame),
         b"ma" => meta::arith::parse(&frame),
@@ -490,6 +496,7 @@ pub fn encode_request(req: &Request, out: &mut BytesMut) {
         }
         Request::Stats { group } => admin::encode_stats(group.as_ref(), out),
         Request::LruCrawler(request) => crawler::encode(request, out),
+        Request::Shutdown { mode } => admin::encode_shutdown(mode.as_ref(), out),
         Request::Quit => out.extend_from_slice(b"quit\r\n"),
         Request::MetaGet(m) => meta::get::encode(m, out),
         Request::MetaSet(m) => meta::set::encode(m, out),
@@ -590,7 +597,7 @@ mod tests {
             b"\r\n",
             b"\n",
             b"   \r\n",
-            b"shutdown\r\n",
+            b"watch\r\n",
             b"GET foo\r\n",
             b"get\tfoo\r\n",
             b"mx foo\r\n",
