@@ -73,7 +73,7 @@ impl FjallOptions {
 
     /// What the write buffer (every memtable not yet flushed, in every table) may hold
     /// before writes wait for a flush.
-    pub fn write_buffer_bytes(&self) -> u64 {
+    pub fn write_buffer_limit(&self) -> u64 {
         self.memtable_bytes.saturating_mul(2)
     }
 
@@ -104,7 +104,7 @@ pub struct FjallEngine {
     /// Our own handle on the journal fjall is appending to, with its id, for
     /// [`Engine::sync`].
     journal: Mutex<Option<(u64, File)>>,
-    /// See [`FjallOptions::write_buffer_bytes`].
+    /// See [`FjallOptions::write_buffer_limit`].
     write_buffer_limit: u64,
 }
 
@@ -142,7 +142,7 @@ impl FjallEngine {
     /// Bytes held in memtables not yet flushed, in every table.
     ///
     /// fjall marks this (and the sealed memtable count used with it) as an experimental
-    /// API; the workspace pins fjall's minor version, and the engine's tests check that
+    /// API; `Cargo.lock` pins fjall's version, and the store's durability tests check that
     /// the bound holds.
     pub fn write_buffer_bytes(&self) -> u64 {
         self.db.write_buffer_size()
@@ -175,7 +175,7 @@ impl FjallEngine {
             meta,
             dir: dir.to_path_buf(),
             journal: Mutex::new(None),
-            write_buffer_limit: options.write_buffer_bytes(),
+            write_buffer_limit: options.write_buffer_limit(),
         })
     }
 

@@ -88,7 +88,7 @@ fn memory_budget_split() {
     // The write buffer (the memtable being filled and the one being flushed) is counted
     // against the budget, so the block cache has what the two leave.
     assert_eq!(
-        default.write_buffer_bytes() + default.cache_bytes,
+        default.write_buffer_limit() + default.cache_bytes,
         192 * MIB
     );
     // A tiny budget still gets a workable write buffer; a large one caps it at fjall's

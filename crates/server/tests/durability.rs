@@ -157,7 +157,7 @@ async fn writes_wait_for_a_full_write_buffer_to_flush() {
     const VALUE_LEN: usize = 512 * 1024;
     let dir = tempfile::tempdir().unwrap();
     let options = FjallOptions::within(24 * 1024 * 1024);
-    let limit = options.write_buffer_bytes();
+    let limit = options.write_buffer_limit();
     let engine = Arc::new(FjallEngine::open(dir.path(), options).unwrap());
     let store = Store::open(
         engine.clone(),
