@@ -250,6 +250,11 @@ fn cachedump(args: &[u8]) -> StatsReply {
     StatsReply::CacheDump { limit }
 }
 
+/// How memcached's `stats settings` writes a switch.
+fn yes_no(on: bool) -> &'static str {
+    if on { "yes" } else { "no" }
+}
+
 fn line(name: &str, value: impl std::fmt::Display) -> (String, String) {
     (name.to_owned(), value.to_string())
 }
@@ -340,10 +345,7 @@ fn settings(gw: &Gateway) -> Vec<(String, String)> {
         line("verbosity", gw.verbosity.load(Ordering::Relaxed)),
         line("evictions", "off"),
         line("cas_enabled", "yes"),
-        line(
-            "auth_enabled_sasl",
-            if c.sasl_users.is_some() { "yes" } else { "no" },
-        ),
+        line("auth_enabled_sasl", yes_no(c.sasl_users.is_some())),
         line("item_size_max", c.limits.max_value_len),
         line("key_max_length", c.limits.max_key_len),
         line("max_line_length", c.limits.max_line_len),
@@ -353,23 +355,9 @@ fn settings(gw: &Gateway) -> Vec<(String, String)> {
             "stat_key_prefix",
             char::from(crate::prefix_stats::PREFIX_DELIMITER),
         ),
-        line(
-            "detail_enabled",
-            if gw.prefix_stats.enabled() {
-                "yes"
-            } else {
-                "no"
-            },
-        ),
+        line("detail_enabled", yes_no(gw.prefix_stats.enabled())),
         // The background sweep is murakumo's crawler (`lru_crawler` drives it).
-        line(
-            "lru_crawler",
-            if gw.store.sweep_enabled() {
-                "yes"
-            } else {
-                "no"
-            },
-        ),
+        line("lru_crawler", yes_no(gw.store.sweep_enabled())),
         line("lru_crawler_sleep", gw.store.sweep_pause().as_micros()),
         line("lru_crawler_tocrawl", gw.store.sweep_limit()),
         line("murakumo_sync", &c.sync_description),

@@ -226,6 +226,17 @@ impl Shared {
     fn wake_syncer(&self) {
         self.sync_wake.wake();
     }
+
+    /// The sweep's pause between partitions, as `lru_crawler sleep` last set it.
+    fn sweep_pause(&self) -> Duration {
+        Duration::from_micros(self.sweep_pause_micros.load(Ordering::Relaxed))
+    }
+}
+
+/// Whole microseconds in `duration`, for counters and atomics (saturating, which no real
+/// duration reaches).
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// One partition's counter in a per-namespace table; a shared zero for a partition the
@@ -329,9 +340,7 @@ impl Store {
             sweep_wake: Wakeup::default(),
             sync_wake: Wakeup::default(),
             sweep_enabled: AtomicBool::new(true),
-            sweep_pause_micros: AtomicU64::new(
-                u64::try_from(config.sweep.partition_pause.as_micros()).unwrap_or(u64::MAX),
-            ),
+            sweep_pause_micros: AtomicU64::new(micros(config.sweep.partition_pause)),
             sweep_limit: AtomicU32::new(0),
         });
         let (items, bytes) = partitions
@@ -522,10 +531,9 @@ impl Store {
         }
         let stats = &self.shared.stats;
         stats.write_stalls.fetch_add(1, Ordering::Relaxed);
-        stats.write_stall_micros.fetch_add(
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        stats
+            .write_stall_micros
+            .fetch_add(micros(started.elapsed()), Ordering::Relaxed);
     }
 
     /// Queues a job for the writer and, when commits run inline, commits it (and whatever
@@ -726,15 +734,14 @@ impl Store {
 
     /// `lru_crawler sleep`: the sweep's pause between partitions.
     pub fn set_sweep_pause(&self, pause: Duration) {
-        let micros = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
         self.shared
             .sweep_pause_micros
-            .store(micros, Ordering::Relaxed);
+            .store(micros(pause), Ordering::Relaxed);
     }
 
     /// The sweep's pause between partitions.
     pub fn sweep_pause(&self) -> Duration {
-        Duration::from_micros(self.shared.sweep_pause_micros.load(Ordering::Relaxed))
+        self.shared.sweep_pause()
     }
 
     /// `lru_crawler tocrawl`: how many records of a partition one pass of the sweep reads
@@ -943,8 +950,7 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, config: SweepConfig) {
                     }
                     None => sweep.clean = left_nothing.then_some(marks),
                 }
-                let pause =
-                    Duration::from_micros(shared.sweep_pause_micros.load(Ordering::Relaxed));
+                let pause = shared.sweep_pause();
                 if !pause.is_zero() {
                     std::thread::sleep(pause);
                 }
