@@ -134,6 +134,13 @@ fn storage(err: &fjall::Error) -> EngineError {
              starting would drop every write recorded after it. Keep the data directory \
              for inspection and restore from a backup"
         )),
+        // fjall holds a lock file for as long as a database is open; a second process
+        // (or a second `murakumo dev` in the same directory) gets only "Locked".
+        fjall::Error::Locked => EngineError::Storage(
+            "the data directory is in use by another process (fjall's lock is held); \
+             stop the other murakumo or give this one its own --data-dir"
+                .to_owned(),
+        ),
         other => EngineError::Storage(other.to_string()),
     }
 }

@@ -37,6 +37,22 @@ fn writes_survive_reopen() {
     );
 }
 
+/// A second open of a directory in use says so in words an operator can act on, instead
+/// of fjall's bare "Locked".
+#[test]
+fn a_directory_in_use_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = FjallEngine::open(dir.path(), FjallOptions::default()).unwrap();
+    let Err(err) = FjallEngine::open(dir.path(), FjallOptions::default()) else {
+        panic!("a second engine opened a directory that is in use");
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains("in use by another process") && message.contains("--data-dir"),
+        "{message}"
+    );
+}
+
 /// `sync` fsyncs the journal it finds as the highest-numbered `<id>.jnl` in the database
 /// folder, through its own handle. This guards that assumption about fjall's layout: the
 /// file found there is the one commits are appended to.
