@@ -241,11 +241,12 @@ pub enum BenchError {
     #[error("invalid arguments: {0}")]
     InvalidArgs(String),
     /// A connection could not be opened.
-    #[error("cannot connect to {server}: {source}")]
+    #[error("cannot connect to {server}")]
     Connect {
         /// The endpoint.
         server: String,
-        /// What the operating system said.
+        /// What the operating system said; the error's source, so it is not repeated in
+        /// the message (anyhow prints it as the cause).
         source: io::Error,
     },
     /// The server did not accept a connection in time.
