@@ -256,33 +256,39 @@ class OverwriteLoad:
         assert not self.errors, self.errors[:5]
 
 
+def check_overwrites(addr, load: OverwriteLoad, earlier: dict[str, int]) -> dict[str, int]:
+    """After a restart: each key of ``load`` holds its last acknowledged version or the one
+    in flight, exact; each key of ``earlier`` (not written since) still holds the version
+    found then. Returns the versions found, to pass as ``earlier`` next time."""
+    found_now: dict[str, int] = dict(earlier)
+    with Conn(*addr, timeout=60) as c:
+        for key, n in earlier.items():
+            data = c.get(key)
+            assert data is not None and version_of(key, data) == n, (
+                f"{key}: a later restart changed it from version {n}")
+        for key, n in load.acked.items():
+            data = c.get(key)
+            assert data is not None, f"{key}: acknowledged version {n} lost"
+            found = version_of(key, data)
+            assert found in {n, load.in_flight.get(key)}, (
+                f"{key}: version {found} after the restart, acknowledged {n}"
+                + (" (older: a write undone)" if found < n else ""))
+            assert data == versioned_value(key, found), f"{key}: damaged value"
+            found_now[key] = found
+    return found_now
+
+
 @pytest.mark.parametrize("sync", ["always", "default"])
 def test_kill9_keeps_the_latest_acknowledged_overwrite(murakumo_factory, tmp_path, sync):
     srv = murakumo_factory(data_dir=tmp_path / "data", cache_mb=8,
                            sync=None if sync == "default" else sync)
-    expected: dict[str, int] = {}
+    found: dict[str, int] = {}
     for rnd in range(2):
         load = OverwriteLoad(srv.addr, f"ow{rnd}")
         load.run_then(2.5, srv.kill9)
         assert len(load.acked) == THREADS * KEYS_PER_WRITER, "too few writes acknowledged"
         srv.start()
-        with Conn(*srv.addr, timeout=30) as c:
-            # The keys of earlier rounds were not written since: they must still hold
-            # exactly what was found for them then.
-            for key, n in expected.items():
-                data = c.get(key)
-                assert data is not None and version_of(key, data) == n, (
-                    f"{key}: a later restart changed it from version {n}")
-            for key, n in load.acked.items():
-                data = c.get(key)
-                assert data is not None, f"{key}: acknowledged version {n} lost"
-                found = version_of(key, data)
-                allowed = {n, load.in_flight.get(key)}
-                assert found in allowed, (
-                    f"{key}: version {found} after the restart, acknowledged {n}"
-                    + (" (older: a write undone)" if found < n else ""))
-                assert data == versioned_value(key, found), f"{key}: damaged value"
-                expected[key] = found
+        found = check_overwrites(srv.addr, load, found)
     srv.terminate()
 
 
