@@ -7,6 +7,7 @@ Expected replies are memcached 1.6.18's, checked by running this file with
 from __future__ import annotations
 
 import re
+import signal
 import time
 
 import pytest
@@ -541,6 +542,20 @@ def test_shutdown_when_enabled_stops_the_server(server_factory, target, key):
         srv.start()
         with Conn(*srv.addr) as conn:
             assert conn.get(key) == b"kept"
+
+
+def test_sighup_leaves_the_server_serving(server_factory, key):
+    # memcached handles SIGHUP and goes on; the default action would kill the process
+    # without a clean shutdown.
+    srv = server_factory()
+    with Conn(*srv.addr) as conn:
+        assert conn.set(key, "before") == b"STORED"
+        srv.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert srv.alive(), srv.log_tail()
+        assert conn.get(key) == b"before", "the open connection was dropped"
+    with Conn(*srv.addr) as conn:
+        assert conn.set(key, "after") == b"STORED"
 
 
 # -- pipelining -------------------------------------------------------------------------

@@ -78,6 +78,8 @@ pub struct DevArgs {
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    // First, so that a hangup during a long journal recovery does not kill the node either.
+    ignore_hangups();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let memory_limit_file = args.data_dir.join("memory-limit");
@@ -180,6 +182,23 @@ async fn wait_for_signal() {
         Err(_) => {
             let _ = ctrl_c.await;
         }
+    }
+}
+
+/// Keeps serving on SIGHUP, as memcached does, instead of the default of dying on the
+/// spot: the hangup of the terminal `dev` was started from, or a log rotator's habit of
+/// sending HUP, would otherwise stop the node without its final sync. There is nothing to
+/// reload yet, and the log line says so.
+fn ignore_hangups() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP: nothing to reload; still serving");
+                }
+            });
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot handle SIGHUP; it will stop the node"),
     }
 }
 
