@@ -137,8 +137,8 @@ fn storage(err: &fjall::Error) -> EngineError {
         // fjall holds a lock file for as long as a database is open; a second process
         // (or a second `murakumo dev` in the same directory) gets only "Locked".
         fjall::Error::Locked => EngineError::Storage(
-            "the data directory is in use by another process (fjall's lock is held); \
-             stop the other murakumo or give this one its own --data-dir"
+            "the data directory is in use by another process (fjall's lock is held); stop \
+             that process, or use another data directory"
                 .to_owned(),
         ),
         other => EngineError::Storage(other.to_string()),

@@ -48,7 +48,7 @@ fn a_directory_in_use_is_refused_with_a_clear_error() {
     };
     let message = err.to_string();
     assert!(
-        message.contains("in use by another process") && message.contains("--data-dir"),
+        message.contains("in use by another process") && message.contains("another data directory"),
         "{message}"
     );
 }
