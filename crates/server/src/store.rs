@@ -160,11 +160,15 @@ pub(crate) struct Shared {
     pub(crate) stats: StoreStats,
     /// Per namespace, per partition: records at or below this sequence were flushed.
     flushed: IdMap<NamespaceId, Vec<AtomicU64>>,
-    /// Per namespace, per partition: committed writes of records that can become
-    /// invisible without another write ([`needs_sweeping`]). The sweeper skips a partition
-    /// while this and its flush sequence are what they were when a scan of it last found
-    /// nothing it would have to come back for.
-    sweepable_writes: IdMap<NamespaceId, Vec<AtomicU64>>,
+    /// Per namespace, per partition: the earliest time (the clock's seconds) at which a
+    /// record committed since the sweeper last began a scan of the partition can lapse
+    /// ([`lapses_at`]), or `u32::MAX` if no such record was written. The writer lowers it
+    /// after each commit and the sweeper takes it when it begins a scan, so the sweeper
+    /// learns when new records fall due without reading the partition.
+    written_due: IdMap<NamespaceId, Vec<AtomicU32>>,
+    /// Set by `lru_crawler crawl`: the next pass reads every partition holding anything
+    /// that has lapsed, not only those where enough has.
+    sweep_forced: AtomicBool,
     /// Why the store went out of service. Set once, never cleared; a lock-free read,
     /// because every request checks it.
     failure: OnceLock<String>,
@@ -207,12 +211,23 @@ impl Shared {
         partition_counter(&self.flushed, namespace, partition)
     }
 
-    pub(crate) fn sweepable_writes(
+    /// The writer's report, after the commit, of a record written to a partition that can
+    /// lapse at `due` without another write.
+    pub(crate) fn note_lapsing_write(
         &self,
         namespace: NamespaceId,
         partition: PartitionId,
-    ) -> &AtomicU64 {
-        partition_counter(&self.sweepable_writes, namespace, partition)
+        due: u32,
+    ) {
+        if let Some(written) = self.written_due(namespace, partition) {
+            written.fetch_min(due, Ordering::Release);
+        }
+    }
+
+    fn written_due(&self, namespace: NamespaceId, partition: PartitionId) -> Option<&AtomicU32> {
+        self.written_due
+            .get(&namespace)
+            .and_then(|v| v.get(usize::from(partition)))
     }
 
     pub(crate) fn stopping(&self) -> bool {
@@ -258,6 +273,16 @@ fn partition_counter(
 /// tracked by the flush sequence instead.
 pub(crate) fn needs_sweeping(header: &ItemHeader) -> bool {
     header.expires_at != 0 || header.state.has(ItemState::TOMBSTONE)
+}
+
+/// When a record that [`needs_sweeping`] can first be reclaimed: at its expiry, or at once
+/// (0) if it is a tombstone.
+pub(crate) fn lapses_at(header: &ItemHeader) -> u32 {
+    if header.state.has(ItemState::TOMBSTONE) {
+        0
+    } else {
+        header.expires_at
+    }
 }
 
 /// Whether a stored record is visible to clients at `now`.
@@ -322,16 +347,20 @@ impl Store {
                 (*ns, seqs)
             })
             .collect();
-        let sweepable_writes = partitions
+        let written_due = partitions
             .iter()
-            .map(|(ns, states)| (*ns, states.iter().map(|_| AtomicU64::new(0)).collect()))
+            .map(|(ns, states)| {
+                let dues = states.iter().map(|_| AtomicU32::new(u32::MAX)).collect();
+                (*ns, dues)
+            })
             .collect();
         let shared = Arc::new(Shared {
             engine,
             clock,
             stats: StoreStats::default(),
             flushed,
-            sweepable_writes,
+            written_due,
+            sweep_forced: AtomicBool::new(false),
             failure: OnceLock::new(),
             cache: ItemCache::new(config.item_cache_bytes),
             writes_committed: AtomicU64::new(0),
@@ -696,8 +725,10 @@ impl Store {
     }
 
     /// Starts a sweep pass now rather than at the next interval (`lru_crawler crawl`):
-    /// expired and flushed items are reclaimed in the background.
+    /// expired and flushed items are reclaimed in the background, in every partition that
+    /// holds any (a regular pass waits until enough of a partition has lapsed).
     pub fn sweep_now(&self) {
+        self.shared.sweep_forced.store(true, Ordering::Release);
         self.shared.sweep_soon();
     }
 
@@ -867,11 +898,8 @@ fn run_syncer(shared: &Shared, interval: Duration) {
     }
 }
 
-/// A partition's sweepable-write count and flush sequence, read when a scan of it begins.
-type SweepMarks = (u64, u64);
-
-/// When a record a scan left behind can first lapse: the earliest expiry among them (in
-/// the store clock's seconds), or `None` if none of them ever lapses.
+/// When something in a partition can next be reclaimed (the clock's seconds), or `None`
+/// for never.
 type NextDue = Option<u32>;
 
 /// The earlier of two due times (`None` is never).
@@ -882,21 +910,33 @@ fn earlier(a: NextDue, b: NextDue) -> NextDue {
     }
 }
 
+/// A regular pass reads a partition again once this share (one in ten) of the records its
+/// last scan left behind has lapsed: reading a whole partition to reclaim one record in a
+/// thousand is how a scan-based sweep ends up reading the disk all day.
+const RECLAIM_ONE_IN: u64 = 10;
+
+/// ... or once the first of them has waited this long (seconds), however few they are:
+/// lapsed records are invisible at once, so this bounds only how long their space stays
+/// taken.
+const MAX_RECLAIM_LAG: u32 = 600;
+
 /// Walks the partitions, finds records that are no longer visible (expired, flushed), and
 /// asks the writer to remove them. The writer re-checks each one, so a key rewritten
 /// between the scan and the removal is never lost.
 ///
-/// A partition is scanned only when it may hold something to reclaim: a scan reads every
-/// record of the partition from the engine (values included, though it keeps only their
-/// headers), so scanning all data every pass would cost a large store a full read of its
-/// disk for nothing. After a scan, the partition is skipped until the earliest expiry
-/// among the records it left behind falls due (forever, if none of them expires), or
-/// until a record that can lapse is written to it or it is flushed. Items that expire in
-/// an hour are thus read once, and again only when the first of them lapses; before, every
-/// pass read them all again (an idle node holding 500 MB of such items read all of it
-/// every 30 s pass).
-/// Each process scans everything once after it starts, since that knowledge is not
-/// persisted.
+/// A scan reads every record of its partition from the engine (values included, though
+/// it keeps only their headers), so the sweeper reads a partition only when that pays:
+/// - after a scan it knows when the records it left behind lapse, and the writer reports
+///   when each record written since can lapse; a partition whose records never lapse is
+///   not read again until something that can is written to it, or it is flushed;
+/// - a regular pass reads it again once a tenth of its records has lapsed, or the first
+///   lapsed record has waited [`MAX_RECLAIM_LAG`]; `lru_crawler crawl` forces a pass that
+///   reads every partition with anything lapsed at all.
+///
+/// Before this, a partition holding anything that expires was read on every 30 s pass: an
+/// idle node with 500 MB of items due in an hour read all of it every pass, and a node
+/// taking a steady stream of such items would have read its whole disk continuously. Each
+/// process scans everything once after it starts, since that knowledge is not persisted.
 fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, config: SweepConfig) {
     let chunk = config.chunk.max(1);
     let mut namespaces: Vec<(NamespaceId, Vec<PartitionSweep>)> = shared
@@ -908,6 +948,7 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, config: SweepConfig) {
         })
         .collect();
     loop {
+        let forced = shared.sweep_forced.swap(false, Ordering::AcqRel);
         'pass: for (namespace, sweeps) in &mut namespaces {
             let namespace = *namespace;
             for (partition, sweep) in (0..PARTITIONS).zip(sweeps.iter_mut()) {
@@ -917,52 +958,65 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, config: SweepConfig) {
                 if !shared.sweep_enabled.load(Ordering::Acquire) {
                     break 'pass;
                 }
-                // Read before the scan, so that a write or flush that lands during it
-                // makes the next pass look again.
-                let marks = (
-                    shared
-                        .sweepable_writes(namespace, partition)
-                        .load(Ordering::Acquire),
-                    shared
-                        .flushed_seq(namespace, partition)
-                        .load(Ordering::Acquire),
-                );
-                if let Some((clean_marks, due)) = sweep.clean
-                    && clean_marks == marks
-                    && due.is_none_or(|due| shared.clock.now() < due)
-                {
+                let Some(written_due) = shared.written_due(namespace, partition) else {
                     continue;
+                };
+                let flushed = shared
+                    .flushed_seq(namespace, partition)
+                    .load(Ordering::Acquire);
+                if let Some(clean) = &sweep.clean
+                    && clean.flushed == flushed
+                {
+                    let left_due = if forced {
+                        clean.first_due
+                    } else {
+                        clean.rescan_at
+                    };
+                    let written =
+                        Some(written_due.load(Ordering::Acquire)).filter(|&d| d != u32::MAX);
+                    if earlier(left_due, written).is_none_or(|due| shared.clock.now() < due) {
+                        continue;
+                    }
                 }
                 let limit = match shared.sweep_limit.load(Ordering::Relaxed) {
                     0 => usize::MAX,
                     records => records as usize,
                 };
-                // A partition scanned over several passes is judged as a whole, against the
-                // marks from before its first part, so that a write into a part already
-                // scanned is not taken for seen.
-                let resumed = sweep.resume.take();
-                let (start, so_far, marks) = match resumed {
-                    Some(r) => (Some(r.next), r.due, r.marks),
-                    None => (None, None, marks),
-                };
+                // A partition scanned over several passes is judged as a whole, from what
+                // its parts found, against the flush sequence from before its first part.
+                // What writers reported is taken when a scan begins: those records are
+                // in the engine already, so the scan sees them, and whatever is written
+                // from then on is reported anew.
+                let resume = sweep.resume.take().unwrap_or_else(|| {
+                    written_due.store(u32::MAX, Ordering::Release);
+                    Resume {
+                        next: None,
+                        flushed,
+                        left: LeftBehind::default(),
+                    }
+                });
                 let scan = PartitionScan {
                     namespace,
                     partition,
-                    start,
+                    start: resume.next,
                     limit,
                     chunk,
                 };
-                let Ok((due, stopped_at)) = sweep_partition(shared, jobs, scan) else {
+                let mut left = resume.left;
+                let Ok(stopped_at) = sweep_partition(shared, jobs, scan, &mut left) else {
                     return;
                 };
                 shared.stats.sweep_scans.fetch_add(1, Ordering::Relaxed);
-                let due = earlier(so_far, due);
                 match stopped_at {
                     Some(next) => {
                         sweep.clean = None;
-                        sweep.resume = Some(Resume { next, due, marks });
+                        sweep.resume = Some(Resume {
+                            next: Some(next),
+                            flushed: resume.flushed,
+                            left,
+                        });
                     }
-                    None => sweep.clean = Some((marks, due)),
+                    None => sweep.clean = Some(left.into_clean(resume.flushed)),
                 }
                 let pause = shared.sweep_pause();
                 if !pause.is_zero() {
@@ -981,20 +1035,60 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, config: SweepConfig) {
 /// What the sweeper remembers of one partition between passes.
 #[derive(Default)]
 struct PartitionSweep {
-    /// The marks as they were when the last whole scan began, and when what it left
-    /// behind first falls due: while the marks stay the same and that time has not come,
-    /// the partition is skipped.
-    clean: Option<(SweepMarks, NextDue)>,
+    /// What the last whole scan left behind; `None` before the first one (or while one is
+    /// under way), which means "read it".
+    clean: Option<Clean>,
     /// Where the next scan goes on, when a pass limited by `lru_crawler tocrawl` stopped
     /// part-way.
     resume: Option<Resume>,
 }
 
-/// Where a partition's scan stopped when a pass was limited, and what it had found so far.
+/// When the records a whole scan left behind can be reclaimed.
+struct Clean {
+    /// The partition's flush sequence when the scan began; a flush makes everything
+    /// before it reclaimable.
+    flushed: u64,
+    /// When the first of them lapses (for a forced pass).
+    first_due: NextDue,
+    /// When a regular pass should read the partition again.
+    rescan_at: NextDue,
+}
+
+/// A scan in progress over several passes.
 struct Resume {
-    next: Vec<u8>,
-    due: NextDue,
-    marks: SweepMarks,
+    next: Option<Vec<u8>>,
+    flushed: u64,
+    left: LeftBehind,
+}
+
+/// What the parts of one scan have left behind so far: the expiries of the records that
+/// can still lapse, and how many records stay in all.
+#[derive(Default)]
+struct LeftBehind {
+    lapsing: Vec<u32>,
+    records: u64,
+}
+
+impl LeftBehind {
+    fn into_clean(mut self, flushed: u64) -> Clean {
+        let first_due = self.lapsing.iter().copied().min();
+        // The expiry by which a tenth of the records left will have lapsed (the first one's,
+        // in a partition of fewer than ten), unless fewer than that can lapse at all.
+        let rank = usize::try_from(self.records / RECLAIM_ONE_IN)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let by_share =
+            (rank <= self.lapsing.len()).then(|| *self.lapsing.select_nth_unstable(rank - 1).1);
+        let rescan_at = first_due.map(|first| {
+            let by_lag = first.saturating_add(MAX_RECLAIM_LAG);
+            by_share.map_or(by_lag, |due| due.min(by_lag))
+        });
+        Clean {
+            flushed,
+            first_due,
+            rescan_at,
+        }
+    }
 }
 
 /// One partition's scan within a pass of the sweep.
@@ -1009,16 +1103,16 @@ struct PartitionScan {
     chunk: usize,
 }
 
-/// Scans (part of) one partition and hands its invisible records to the writer for
-/// removal. `Ok((due, stopped_at))`: `due` when the first record it left behind can lapse
-/// (see [`needs_sweeping`]), and `stopped_at` where to go on if the limit
+/// Scans (part of) one partition, hands its invisible records to the writer for removal,
+/// and adds what it leaves behind to `left`. `Ok(stopped_at)`: where to go on if the limit
 /// stopped it before the partition's end. `Err` if the engine failed (the store is then
 /// out of service) or the writer is gone.
 fn sweep_partition(
     shared: &Shared,
     jobs: &Sender<Job>,
     scan: PartitionScan,
-) -> Result<(NextDue, Option<Vec<u8>>), ()> {
+    left: &mut LeftBehind,
+) -> Result<Option<Vec<u8>>, ()> {
     let PartitionScan {
         namespace,
         partition,
@@ -1028,7 +1122,6 @@ fn sweep_partition(
     } = scan;
     let prefix = partition_prefix(namespace, partition);
     let mut start = start.unwrap_or_else(|| prefix.to_vec());
-    let mut due: NextDue = None;
     let mut budget = limit;
     loop {
         let want = chunk.min(budget);
@@ -1054,15 +1147,11 @@ fn sweep_partition(
             };
             if !is_visible(&header, now, flushed) {
                 candidates.push((entry.key.slice(prefix.len()..), header.seq));
-            } else if needs_sweeping(&header) {
-                // A visible record lapses when it expires; one that needs sweeping for
-                // another reason is looked at again next pass.
-                let lapses_at = if header.expires_at == 0 {
-                    now
-                } else {
-                    header.expires_at
-                };
-                due = earlier(due, Some(lapses_at));
+                continue;
+            }
+            left.records += 1;
+            if needs_sweeping(&header) {
+                left.lapsing.push(lapses_at(&header));
             }
         }
         if !candidates.is_empty()
@@ -1081,10 +1170,10 @@ fn sweep_partition(
             Some(last) if entries.len() == want => {
                 start = successor(&last.key);
                 if budget == 0 {
-                    return Ok((due, Some(start)));
+                    return Ok(Some(start));
                 }
             }
-            _ => return Ok((due, None)),
+            _ => return Ok(None),
         }
     }
 }

@@ -36,7 +36,7 @@ use crate::ops::{
 };
 use crate::partition::{PartitionState, pending_flush_key, state_key};
 use crate::placement::PARTITIONS;
-use crate::store::{Shared, is_visible, item_from_record, needs_sweeping};
+use crate::store::{Shared, is_visible, item_from_record, lapses_at, needs_sweeping};
 use crate::{FastMap, IdMap, IdSet};
 
 /// Most jobs evaluated into one batch; bounds the latency a single group can add.
@@ -139,8 +139,9 @@ struct Group {
     /// published to the item cache once the batch is committed.
     changes: Vec<(Bytes, Option<Bytes>)>,
     /// The partition of every record written that the sweep will have to revisit
-    /// (`needs_sweeping`); the sweeper hears of them once they are committed.
-    sweepable: Vec<(NamespaceId, PartitionId)>,
+    /// (`needs_sweeping`), and when it lapses; the sweeper hears of them once they are
+    /// committed.
+    sweepable: Vec<(NamespaceId, PartitionId, u32)>,
     /// Records added (net) and stores performed, for the global counters.
     stored: u64,
     /// Persist every partition's counters with this group (shutdown).
@@ -642,7 +643,9 @@ impl Writer {
         let removed = physical.map(|old| record_size(&slot.key, old.value.len()));
         self.account(slot, Some(record_size(&slot.key, value.len())), removed);
         if needs_sweeping(&header) {
-            group.sweepable.push((slot.namespace, slot.partition));
+            group
+                .sweepable
+                .push((slot.namespace, slot.partition, lapses_at(&header)));
         }
         let record = Record { header, value };
         let encoded = record.encode();
@@ -798,11 +801,9 @@ impl Writer {
         for (key, record) in &group.changes {
             self.shared.cache.update(key, record.as_ref());
         }
-        // Only now: a sweep that reads the new count must find these records in the engine.
-        for (namespace, partition) in group.sweepable.drain(..) {
-            self.shared
-                .sweepable_writes(namespace, partition)
-                .fetch_add(1, Ordering::Release);
+        // Only now: a sweep that takes these reports must find the records in the engine.
+        for (namespace, partition, due) in group.sweepable.drain(..) {
+            self.shared.note_lapsing_write(namespace, partition, due);
         }
         let stats = &self.shared.stats;
         stats.total_items.fetch_add(group.stored, Ordering::Relaxed);

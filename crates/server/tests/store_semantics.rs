@@ -13,6 +13,7 @@ use murakumo_server::ops::{
     ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, FetchOutcome, FetchRequest,
     ItemCursor, StoreMode, StoreOutcome, StoreRequest,
 };
+use murakumo_server::placement::partition_of;
 use murakumo_server::{Clock, Exptime, Store, StoreConfig, StoreError, SweepConfig};
 
 mod support;
@@ -519,25 +520,17 @@ async fn sweep_scans_only_partitions_that_can_hold_something_to_reclaim() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(store.stats().sweep_scans, partitions);
 
-    // A record with an expiry brings its partition back for one scan; then the partition
-    // is skipped until that expiry falls due, and scanned (and the record reclaimed) when
-    // it does.
+    // The writer reports when a record with an expiry lapses, so its partition is not read
+    // again until then; then it is scanned and the record reclaimed.
     let mut lapsing = req("lapsing", "v", StoreMode::Set);
     lapsing.exptime = Exptime(5);
     store.store(NS, lapsing).await.unwrap();
-    assert!(eventually(|| store.stats().sweep_scans > partitions).await);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        store.stats().sweep_scans,
-        partitions + 1,
-        "a partition whose records are not due yet was scanned again"
-    );
     clock.advance(4);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         store.stats().sweep_scans,
-        partitions + 1,
-        "scanned a second early"
+        partitions,
+        "a partition was read before anything in it was due"
     );
     assert_eq!(store.stats().reclaimed, 0);
     clock.advance(1);
@@ -551,6 +544,92 @@ async fn sweep_scans_only_partitions_that_can_hold_something_to_reclaim() {
     store.flush_all(NS, 0).await.unwrap();
     assert!(eventually(|| store.stats().curr_items == 0).await);
     assert_eq!(store.stats().reclaimed, 51);
+    store.shutdown().await;
+}
+
+/// Keys of `count` that all fall in `key`'s partition.
+fn keys_in_one_partition(count: usize) -> Vec<String> {
+    let target = partition_of(NS, b"anchor");
+    (0..)
+        .map(|i| format!("same{i}"))
+        .filter(|k| partition_of(NS, k.as_bytes()) == target)
+        .take(count)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_partition_is_read_again_once_a_tenth_of_it_has_lapsed_or_a_crawl_asks() {
+    let (store, clock) = open_sweeping_every(Duration::from_millis(10), 16);
+    let partitions = u64::from(murakumo_server::placement::PARTITIONS);
+    assert!(eventually(|| store.stats().sweep_scans >= partitions).await);
+    // 100 records in one partition, lapsing at +10 s, +20 s, ... +1000 s.
+    for (key, lapse) in keys_in_one_partition(100).iter().zip((10..).step_by(10)) {
+        let mut r = req(key, "v", StoreMode::Set);
+        r.exptime = Exptime(lapse);
+        store.store(NS, r).await.unwrap();
+    }
+    // The first lapses at +10 s: the writer reported it, so the partition is read then.
+    // That scan leaves 99 records; a tenth of them (9) have lapsed by +100 s.
+    clock.advance(10);
+    assert!(eventually(|| store.stats().reclaimed == 1).await);
+    assert!(eventually(|| store.stats().sweep_scans == partitions + 1).await);
+    let scans = store.stats().sweep_scans;
+    // At +50 s four more have lapsed, too few for a regular pass to read it again...
+    clock.advance(40);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        store.stats().sweep_scans,
+        scans,
+        "read again for a twentieth of it"
+    );
+    assert_eq!(store.stats().reclaimed, 1);
+    // ... but `lru_crawler crawl` reads every partition with anything lapsed.
+    store.sweep_now();
+    assert!(eventually(|| store.stats().reclaimed == 5).await);
+    assert!(eventually(|| store.stats().sweep_scans == scans + 1).await);
+    // 95 left, lapsing from +60 s: a tenth of them (9) have lapsed at +140 s, not before.
+    clock.advance(89);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(store.stats().reclaimed, 5);
+    clock.advance(1);
+    assert!(eventually(|| store.stats().reclaimed == 14).await);
+    assert_eq!(store.stats().curr_items, 86);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_few_lapsed_records_wait_at_most_ten_minutes_for_their_space() {
+    let (store, clock) = open_sweeping_every(Duration::from_millis(10), 16);
+    let keys = keys_in_one_partition(30);
+    // One record of 30 lapses, at +10 s: the writer reported it, so the partition is read
+    // and the record reclaimed when it lapses.
+    for (i, key) in keys.iter().enumerate() {
+        let mut r = req(key, "v", StoreMode::Set);
+        r.exptime = Exptime(if i == 0 { 10 } else { 0 });
+        store.store(NS, r).await.unwrap();
+    }
+    clock.advance(10);
+    assert!(eventually(|| store.stats().reclaimed == 1).await);
+    // Two more: one lapses at +20 s (reported, so read and reclaimed then) and one at
+    // +30 s. After that scan the partition holds 29 records of which only that one can
+    // lapse, never a tenth of them, so it waits for the lag bound: ten minutes after it
+    // lapses.
+    let mut late = req(&keys[0], "v", StoreMode::Set);
+    late.exptime = Exptime(10);
+    store.store(NS, late).await.unwrap();
+    let mut other = req(&keys[1], "v", StoreMode::Set);
+    other.exptime = Exptime(20);
+    store.store(NS, other).await.unwrap();
+    clock.advance(10);
+    assert!(
+        eventually(|| store.stats().reclaimed == 2).await,
+        "reported, so read when due"
+    );
+    clock.advance(10 + 599);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(store.stats().reclaimed, 2, "read before the lag bound");
+    clock.advance(1);
+    assert!(eventually(|| store.stats().reclaimed == 3).await);
     store.shutdown().await;
 }
 
