@@ -162,7 +162,7 @@ pub(crate) struct Shared {
     flushed: IdMap<NamespaceId, Vec<AtomicU64>>,
     /// Per namespace, per partition: the earliest time (the clock's seconds) at which a
     /// record committed since the sweeper last began a scan of the partition can lapse
-    /// ([`lapses_at`]), or `u32::MAX` if no such record was written. The writer lowers it
+    /// ([`lapses_at`]), or [`NEVER_DUE`] if no such record was written. The writer lowers it
     /// after each commit and the sweeper takes it when it begins a scan, so the sweeper
     /// learns when new records fall due without reading the partition.
     written_due: IdMap<NamespaceId, Vec<AtomicU32>>,
@@ -268,22 +268,21 @@ fn partition_counter(
         .unwrap_or(&NONE)
 }
 
-/// Whether a record can become invisible while nothing writes its key again (it expires,
-/// or it is a tombstone), so that the sweep has to come back for it. Flushed records are
-/// tracked by the flush sequence instead.
-pub(crate) fn needs_sweeping(header: &ItemHeader) -> bool {
-    header.expires_at != 0 || header.state.has(ItemState::TOMBSTONE)
-}
-
-/// When a record that [`needs_sweeping`] can first be reclaimed: at its expiry, or at once
-/// (0) if it is a tombstone.
-pub(crate) fn lapses_at(header: &ItemHeader) -> u32 {
+/// When a record becomes invisible while nothing writes its key again, so that the sweep
+/// has to come back for it: at once (0) for a tombstone, at its expiry for a record that
+/// expires, and `None` for one that never lapses. Flushed records are tracked by the flush
+/// sequence instead.
+pub(crate) fn lapses_at(header: &ItemHeader) -> Option<u32> {
     if header.state.has(ItemState::TOMBSTONE) {
-        0
+        Some(0)
     } else {
-        header.expires_at
+        Some(header.expires_at).filter(|&at| at != 0)
     }
 }
+
+/// What [`Shared::written_due`] holds while no record written since the last scan can
+/// lapse. An expiry this late (the year 2106) is taken for never too.
+const NEVER_DUE: u32 = u32::MAX;
 
 /// Whether a stored record is visible to clients at `now`.
 pub(crate) fn is_visible(header: &ItemHeader, now: u32, flushed_seq: u64) -> bool {
@@ -350,7 +349,7 @@ impl Store {
         let written_due = partitions
             .iter()
             .map(|(ns, states)| {
-                let dues = states.iter().map(|_| AtomicU32::new(u32::MAX)).collect();
+                let dues = states.iter().map(|_| AtomicU32::new(NEVER_DUE)).collect();
                 (*ns, dues)
             })
             .collect();
@@ -973,7 +972,7 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, config: SweepConfig) {
                         clean.rescan_at
                     };
                     let written =
-                        Some(written_due.load(Ordering::Acquire)).filter(|&d| d != u32::MAX);
+                        Some(written_due.load(Ordering::Acquire)).filter(|&d| d != NEVER_DUE);
                     if earlier(left_due, written).is_none_or(|due| shared.clock.now() < due) {
                         continue;
                     }
@@ -988,7 +987,7 @@ fn run_sweeper(shared: &Shared, jobs: &Sender<Job>, config: SweepConfig) {
                 // in the engine already, so the scan sees them, and whatever is written
                 // from then on is reported anew.
                 let resume = sweep.resume.take().unwrap_or_else(|| {
-                    written_due.store(u32::MAX, Ordering::Release);
+                    written_due.store(NEVER_DUE, Ordering::Release);
                     Resume {
                         next: None,
                         flushed,
@@ -1150,8 +1149,8 @@ fn sweep_partition(
                 continue;
             }
             left.records += 1;
-            if needs_sweeping(&header) {
-                left.lapsing.push(lapses_at(&header));
+            if let Some(due) = lapses_at(&header) {
+                left.lapsing.push(due);
             }
         }
         if !candidates.is_empty()

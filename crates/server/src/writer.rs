@@ -36,7 +36,7 @@ use crate::ops::{
 };
 use crate::partition::{PartitionState, pending_flush_key, state_key};
 use crate::placement::PARTITIONS;
-use crate::store::{Shared, is_visible, item_from_record, lapses_at, needs_sweeping};
+use crate::store::{Shared, is_visible, item_from_record, lapses_at};
 use crate::{FastMap, IdMap, IdSet};
 
 /// Most jobs evaluated into one batch; bounds the latency a single group can add.
@@ -139,7 +139,7 @@ struct Group {
     /// published to the item cache once the batch is committed.
     changes: Vec<(Bytes, Option<Bytes>)>,
     /// The partition of every record written that the sweep will have to revisit
-    /// (`needs_sweeping`), and when it lapses; the sweeper hears of them once they are
+    /// (`lapses_at`), and when it lapses; the sweeper hears of them once they are
     /// committed.
     sweepable: Vec<(NamespaceId, PartitionId, u32)>,
     /// Records added (net) and stores performed, for the global counters.
@@ -642,10 +642,8 @@ impl Writer {
         header.cas = cas.unwrap_or_else(|| generated_cas(state.seq, slot.partition));
         let removed = physical.map(|old| record_size(&slot.key, old.value.len()));
         self.account(slot, Some(record_size(&slot.key, value.len())), removed);
-        if needs_sweeping(&header) {
-            group
-                .sweepable
-                .push((slot.namespace, slot.partition, lapses_at(&header)));
+        if let Some(due) = lapses_at(&header) {
+            group.sweepable.push((slot.namespace, slot.partition, due));
         }
         let record = Record { header, value };
         let encoded = record.encode();

@@ -547,7 +547,7 @@ async fn sweep_scans_only_partitions_that_can_hold_something_to_reclaim() {
     store.shutdown().await;
 }
 
-/// Keys of `count` that all fall in `key`'s partition.
+/// `count` keys that all fall in one partition (that of `anchor`).
 fn keys_in_one_partition(count: usize) -> Vec<String> {
     let target = partition_of(NS, b"anchor");
     (0..)
