@@ -23,6 +23,7 @@ pub mod ops;
 mod partition;
 pub mod placement;
 mod store;
+mod sweep;
 mod wakeup;
 mod writer;
 
