@@ -7,6 +7,9 @@ use murakumo_engine::keys::{NamespaceId, PartitionId};
 pub(crate) const PARTITION_STATE_PREFIX: &[u8] = b"P";
 /// Meta-table key prefix of pending delayed flushes.
 pub(crate) const PENDING_FLUSH_PREFIX: &[u8] = b"F";
+/// Meta-table key prefix of the sweep summaries a clean shutdown leaves (see
+/// `sweep::SweepKnowledge`).
+pub(crate) const SWEEP_SUMMARY_PREFIX: &[u8] = b"S";
 /// Meta-table key of the store format marker.
 pub(crate) const FORMAT_KEY: &[u8] = b"format";
 /// The store format this build writes and reads.
@@ -97,6 +100,20 @@ pub(crate) fn pending_flush_key(namespace: NamespaceId) -> Bytes {
     key.freeze()
 }
 
+/// Meta key of a namespace's sweep summary: `S | namespace`.
+pub(crate) fn sweep_summary_key(namespace: NamespaceId) -> Bytes {
+    let mut key = BytesMut::with_capacity(5);
+    key.put_slice(SWEEP_SUMMARY_PREFIX);
+    key.put_u32(namespace);
+    key.freeze()
+}
+
+/// Parses a meta key written by [`sweep_summary_key`].
+pub(crate) fn parse_sweep_summary_key(key: &[u8]) -> Option<NamespaceId> {
+    let rest: &[u8; 4] = key.strip_prefix(SWEEP_SUMMARY_PREFIX)?.try_into().ok()?;
+    Some(u32::from_be_bytes(*rest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +133,7 @@ mod tests {
         assert_eq!(PartitionState::decode(&[0; 5]), None);
         assert_eq!(parse_state_key(&state_key(7, 1023)), Some((7, 1023)));
         assert_eq!(parse_state_key(b"Pxx"), None);
+        assert_eq!(parse_sweep_summary_key(&sweep_summary_key(7)), Some(7));
+        assert_eq!(parse_sweep_summary_key(&state_key(7, 1)), None);
     }
 }

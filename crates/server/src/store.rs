@@ -29,7 +29,7 @@ use crate::partition::{
     parse_state_key,
 };
 use crate::placement::{PARTITIONS, partition_of};
-use crate::sweep::run_sweeper;
+use crate::sweep::{SweepKnowledge, run_sweeper};
 use crate::wakeup::Wakeup;
 use crate::writer::{Job, Op, OpOutcome, Writer, WriterHandle, record_size};
 
@@ -180,6 +180,9 @@ pub(crate) struct Shared {
     /// Set once the writer has shut down; later submissions are refused.
     pub(crate) writer_closed: AtomicBool,
     pub(crate) sweep_wake: Wakeup,
+    /// Tells the sweeper to stop and hand over what it knows (shutdown, before the
+    /// writer's last commit).
+    sweep_stop: AtomicBool,
     /// Wakes the syncer before its interval is up, so that a shutdown does not wait for
     /// it (the interval can be up to a minute).
     sync_wake: Wakeup,
@@ -237,6 +240,11 @@ impl Shared {
 
     pub(crate) fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Whether the sweeper should stop now.
+    pub(crate) fn sweep_should_stop(&self) -> bool {
+        self.sweep_stop.load(Ordering::Acquire) || self.stopping()
     }
 
     pub(crate) fn sweep_soon(&self) {
@@ -322,6 +330,8 @@ pub struct Store {
     jobs: Sender<Job>,
     writer: Arc<WriterHandle>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// The sweeper, which returns what it knows when it stops (see [`Store::shutdown`]).
+    sweeper: Arc<Mutex<Option<JoinHandle<SweepKnowledge>>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -341,6 +351,13 @@ impl Store {
         let unavailable = |e: EngineError| StoreError::Unavailable(e.to_string());
         check_format(engine.as_ref()).map_err(unavailable)?;
         let (partitions, pending_flush) = load_bookkeeping(engine.as_ref()).map_err(unavailable)?;
+        let known = SweepKnowledge::load(engine.as_ref(), &partitions).map_err(unavailable)?;
+        let all_partitions: usize = partitions.values().map(Vec::len).sum();
+        tracing::info!(
+            "sweep: {} of {all_partitions} partitions are as the last clean shutdown left \
+             them; the rest are read once to find expired items",
+            known.known_partitions()
+        );
         let flushed = partitions
             .iter()
             .map(|(ns, states)| {
@@ -371,6 +388,7 @@ impl Store {
             stopping: AtomicBool::new(false),
             writer_closed: AtomicBool::new(false),
             sweep_wake: Wakeup::default(),
+            sweep_stop: AtomicBool::new(false),
             sync_wake: Wakeup::default(),
             sweep_enabled: AtomicBool::new(true),
             sweep_pause_micros: AtomicU64::new(micros(config.sweep.partition_pause)),
@@ -403,19 +421,20 @@ impl Store {
                 run_syncer(&shared, interval);
             }));
         }
-        {
+        let sweeper = {
             let shared = Arc::clone(&shared);
             let jobs = jobs.clone();
             let sweep = config.sweep;
-            threads.push(spawn("murakumo-sweeper", move || {
-                run_sweeper(&shared, &jobs, sweep);
-            }));
-        }
+            spawn("murakumo-sweeper", move || {
+                run_sweeper(&shared, &jobs, &sweep, known)
+            })
+        };
         Ok(Self {
             shared,
             jobs,
             writer,
             threads: Arc::new(Mutex::new(threads)),
+            sweeper: Arc::new(Mutex::new(Some(sweeper))),
         })
     }
 
@@ -794,9 +813,25 @@ impl Store {
     /// Mutations submitted afterwards fail with [`StoreError::ShuttingDown`]. Call it
     /// before dropping the last handle: until then the writer, syncer and sweeper threads
     /// keep running (and keep the engine open).
+    ///
+    /// The sweeper stops first and hands over what it knows, which the writer's last
+    /// commit leaves for the next start (see [`SweepKnowledge`]); the removals it queued
+    /// before it stopped are ahead of the shutdown in the writer's queue, so they are
+    /// committed too.
     pub async fn shutdown(&self) {
+        self.shared.sweep_stop.store(true, Ordering::Release);
+        self.shared.sweep_soon();
+        let sweeper = self.sweeper.lock().take();
+        let sweep = match sweeper {
+            Some(sweeper) => tokio::task::spawn_blocking(move || sweeper.join())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default(),
+            None => SweepKnowledge::default(),
+        };
         let (reply, done) = oneshot::channel();
-        if self.enqueue(Job::Shutdown { reply }).is_ok() {
+        if self.enqueue(Job::Shutdown { reply, sweep }).is_ok() {
             let _ = done.await;
         }
         self.shared.stopping.store(true, Ordering::Release);
@@ -818,7 +853,10 @@ fn mismatched(outcome: &OpOutcome) -> StoreError {
     ))
 }
 
-fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+fn spawn<T: Send + 'static>(
+    name: &str,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
     match std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(body)

@@ -37,6 +37,7 @@ use crate::ops::{
 use crate::partition::{PartitionState, pending_flush_key, state_key};
 use crate::placement::PARTITIONS;
 use crate::store::{Shared, is_visible, item_from_record, lapses_at};
+use crate::sweep::SweepKnowledge;
 use crate::{FastMap, IdMap, IdSet};
 
 /// Most jobs evaluated into one batch; bounds the latency a single group can add.
@@ -111,8 +112,12 @@ pub(crate) enum Job {
         partition: PartitionId,
         candidates: Vec<(Bytes, u64)>,
     },
-    /// Finish everything queued before this, make it durable, and stop.
-    Shutdown { reply: oneshot::Sender<()> },
+    /// Finish everything queued before this, leave what the sweeper knew for the next
+    /// start, make it all durable, and stop.
+    Shutdown {
+        reply: oneshot::Sender<()>,
+        sweep: SweepKnowledge,
+    },
 }
 
 /// Replies are sent only after the group they belong to is committed.
@@ -247,7 +252,14 @@ impl Writer {
             taken += 1;
             if self.closed {
                 reject(job, &StoreError::ShuttingDown);
-            } else if let Job::Shutdown { reply } = job {
+            } else if let Job::Shutdown { reply, sweep } = job {
+                if self.shared.failure().is_none() {
+                    for (key, summary) in
+                        sweep.summaries(&self.shared, &self.partitions, &group.sweepable)
+                    {
+                        group.batch.put(Table::Meta, key, summary);
+                    }
+                }
                 shutdown = Some(reply);
                 break;
             } else {
@@ -337,7 +349,7 @@ impl Writer {
                 }
             }
             // `run` stops at a shutdown before handing jobs here; answer it regardless.
-            Job::Shutdown { reply } => {
+            Job::Shutdown { reply, .. } => {
                 let _ = reply.send(());
             }
         }
@@ -952,7 +964,7 @@ fn reject(job: Job, error: &StoreError) {
             let _ = reply.send(Err(error.clone()));
         }
         Job::Reap { .. } => {}
-        Job::Shutdown { reply } => {
+        Job::Shutdown { reply, .. } => {
             let _ = reply.send(());
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use murakumo_engine::keys::DEFAULT_NAMESPACE as NS;
 use murakumo_engine_fjall::{FjallEngine, FjallOptions};
 use murakumo_server::ops::{StoreOutcome, StoreRequest};
-use murakumo_server::{Clock, Store, StoreConfig, SyncPolicy};
+use murakumo_server::{Clock, Store, StoreConfig, SweepConfig, SyncPolicy};
 
 fn open(dir: &std::path::Path, sync: SyncPolicy) -> Store {
     let engine = FjallEngine::open(dir, FjallOptions::default()).unwrap();
@@ -236,5 +236,47 @@ async fn writes_wait_for_a_full_write_buffer_to_flush() {
             );
         }
     }
+    store.shutdown().await;
+}
+
+/// What the sweeper knew survives a clean restart on fjall: the next start reads no
+/// partition (before, every start read the whole dataset once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_restart_reads_no_partition_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_sweeping = || {
+        let engine = FjallEngine::open(dir.path(), FjallOptions::default()).unwrap();
+        let config = StoreConfig {
+            sweep: SweepConfig {
+                pass_interval: Duration::from_millis(10),
+                partition_pause: Duration::ZERO,
+                chunk: 64,
+            },
+            ..StoreConfig::default()
+        };
+        Store::open(Arc::new(engine), config, Clock::System).unwrap()
+    };
+    let partitions = u64::from(murakumo_server::placement::PARTITIONS);
+    {
+        let store = open_sweeping();
+        for i in 0..200 {
+            store
+                .store(NS, StoreRequest::set(format!("k{i}"), "v"))
+                .await
+                .unwrap();
+        }
+        for _ in 0..1000 {
+            if store.stats().sweep_scans >= partitions {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(store.stats().sweep_scans >= partitions);
+        store.shutdown().await;
+    }
+    let store = open_sweeping();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.stats().sweep_scans, 0);
+    assert_eq!(store.stats().curr_items, 200);
     store.shutdown().await;
 }

@@ -633,6 +633,101 @@ async fn a_few_lapsed_records_wait_at_most_ten_minutes_for_their_space() {
     store.shutdown().await;
 }
 
+/// A store on `engine` whose sweep passes come every 10 ms, as in the tests above.
+fn reopen_sweeping(engine: &Arc<dyn murakumo_engine::Engine>, clock: &Clock) -> Store {
+    let config = StoreConfig {
+        sweep: SweepConfig {
+            pass_interval: Duration::from_millis(10),
+            partition_pause: Duration::ZERO,
+            chunk: 16,
+        },
+        ..StoreConfig::default()
+    };
+    Store::open(Arc::clone(engine), config, clock.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn a_clean_restart_reads_only_what_falls_due() {
+    let engine: Arc<dyn murakumo_engine::Engine> = Arc::new(MemoryEngine::new());
+    let clock = Clock::manual(T0);
+    let partitions = u64::from(murakumo_server::placement::PARTITIONS);
+    let first = reopen_sweeping(&engine, &clock);
+    for i in 0..50 {
+        first
+            .store(NS, req(&format!("k{i}"), "v", StoreMode::Set))
+            .await
+            .unwrap();
+    }
+    assert!(eventually(|| first.stats().sweep_scans >= partitions).await);
+    // Written after the partition's last scan, so only the writer's report knows it
+    // lapses; the shutdown must carry that report over.
+    let mut lapsing = req("lapsing", "v", StoreMode::Set);
+    lapsing.exptime = Exptime(100);
+    first.store(NS, lapsing).await.unwrap();
+    first.shutdown().await;
+
+    let second = reopen_sweeping(&engine, &clock);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        second.stats().sweep_scans,
+        0,
+        "a clean restart read partitions the shutdown vouched for"
+    );
+    assert_eq!(second.stats().curr_items, 51);
+    clock.advance(100);
+    assert!(eventually(|| second.stats().reclaimed == 1).await);
+    assert_eq!(second.stats().sweep_scans, 1);
+    // A flush (persisted, and pending across the restart) makes every partition due.
+    second.flush_all(NS, 5).await.unwrap();
+    second.shutdown().await;
+
+    let third = reopen_sweeping(&engine, &clock);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(third.stats().sweep_scans, 0);
+    clock.advance(5);
+    assert!(eventually(|| third.stats().curr_items == 0).await);
+    assert_eq!(third.stats().reclaimed, 50);
+    third.shutdown().await;
+}
+
+#[tokio::test]
+async fn after_a_crash_the_partitions_written_since_the_clean_start_are_read_again() {
+    let engine: Arc<dyn murakumo_engine::Engine> = Arc::new(MemoryEngine::new());
+    let clock = Clock::manual(T0);
+    let partitions = u64::from(murakumo_server::placement::PARTITIONS);
+    let first = reopen_sweeping(&engine, &clock);
+    assert!(eventually(|| first.stats().sweep_scans >= partitions).await);
+    first.shutdown().await;
+
+    // A clean start, then writes to two partitions (one record lapses, one never does),
+    // then a crash: nothing is persisted about those records but the records themselves.
+    let crashed = reopen_sweeping(&engine, &clock);
+    let mut lapsing = req("lapsing", "v", StoreMode::Set);
+    lapsing.exptime = Exptime(30);
+    crashed.store(NS, lapsing).await.unwrap();
+    crashed
+        .store(NS, req("forever", "v", StoreMode::Set))
+        .await
+        .unwrap();
+    assert_ne!(partition_of(NS, b"lapsing"), partition_of(NS, b"forever"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(crashed.stats().sweep_scans, 0);
+    // The crashed store's threads live on in this process; a dead one sweeps nothing.
+    crashed.disable_sweep();
+
+    // Their writes raised those partitions' sequence ceilings, so the summary no longer
+    // vouches for them: the next start reads them, and only them, and so learns when the
+    // lapsing record is due.
+    let restarted = reopen_sweeping(&engine, &clock);
+    assert!(eventually(|| restarted.stats().sweep_scans == 2).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(restarted.stats().sweep_scans, 2);
+    clock.advance(30);
+    assert!(eventually(|| restarted.stats().reclaimed == 1).await);
+    assert_eq!(restarted.stats().curr_items, 1);
+    restarted.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_disabled_sweep_reclaims_nothing_until_enabled() {
     let (store, clock) = open_sweeping_every(Duration::from_millis(10), 3);
