@@ -21,6 +21,16 @@ const MIB: u64 = 1024 * 1024;
 /// The smallest journaling limit fjall accepts.
 const MIN_JOURNALING_BYTES: u64 = 64 * MIB;
 
+/// Why fjall's journal does not compress (its default is LZ4 for entries of 4 KiB and
+/// more): for the same reason the blobs are not compressed. Large memcached values come
+/// compressed by their clients or are incompressible, and the compression ran on the
+/// connection thread that commits the write, while the journal is deleted once its
+/// memtable is flushed. Measured with 512 KiB values (20 connections, 1:1, 2,000 keys,
+/// 3 alternating 8 s runs on fresh nodes): 1,003-1,111 ops/s before, 1,110-1,154 after,
+/// with the same bytes written to disk per request. Each journal entry records whether it
+/// is compressed, so journals written before are still read.
+const JOURNAL_COMPRESSION: CompressionType = CompressionType::None;
+
 /// Item records of this many bytes and more are kept in fjall's blob files, and the tree
 /// holds a pointer to each (key-value separation, as in WiscKey).
 ///
@@ -160,6 +170,7 @@ impl FjallEngine {
         let db = Database::builder(dir)
             .cache_size(options.cache_bytes)
             .max_journaling_size(options.journaling_bytes())
+            .journal_compression(JOURNAL_COMPRESSION)
             .open()
             .map_err(|e| storage(&e))?;
         let table_options =
