@@ -6,13 +6,14 @@
 //! `Incomplete` only while the buffer is shorter than the longest frame the limits allow (so
 //! a connection's memory stays bounded); every key is 1..=`max_key_len` bytes and, unless it
 //! is a base64 meta key, has no spaces or control characters; an accepted request encodes
-//! to bytes that decode back to the same request.
+//! to bytes that decode back to the same request; a frame length announced in advance
+//! (`expected_frame_len`) is within the limits, and is what an accepted frame consumes.
 
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use murakumo_protocol::ascii::{Request, decode_request, encode_request};
+use murakumo_protocol::ascii::{Request, decode_request, encode_request, expected_frame_len};
 use murakumo_protocol::{AfterError, Decoded, Limits};
 
 /// Every key a request carries, with whether it is a binary (base64) meta key.
@@ -42,6 +43,10 @@ fn drive(data: &[u8], limits: &Limits) {
     let mut at = 0;
     while at < data.len() {
         let buf = &data[at..];
+        let expected = expected_frame_len(buf, limits);
+        if let Some(len) = expected {
+            assert!(len < longest, "expected a frame of {len} bytes");
+        }
         match decode_request(buf, limits) {
             Decoded::Incomplete => {
                 assert!(buf.len() < longest, "waited on {} bytes", buf.len());
@@ -52,6 +57,9 @@ fn drive(data: &[u8], limits: &Limits) {
                     consumed > 0 && consumed <= buf.len(),
                     "bad consumed {consumed}"
                 );
+                if item.is_ok() && expected.is_some() {
+                    assert_eq!(expected, Some(consumed), "the frame was not as long as expected");
+                }
                 at += consumed;
                 match item {
                     Ok(req) => {

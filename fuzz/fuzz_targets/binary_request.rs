@@ -4,14 +4,16 @@
 //! Invariants: no panic; `Done` consumes at least one byte and no more than it was given;
 //! the decoder only waits for frames the limits allow; decoded keys respect the key limit; a
 //! decoded request re-encodes to exactly its bytes; rejections echo the opcode and carry
-//! memcached's error text.
+//! memcached's error text; a frame length announced in advance (`expected_frame_len`) is
+//! within the limits and is what the frame consumes.
 
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use murakumo_protocol::binary::{
-    Command, HEADER_LEN, Rejection, decode_request, encode_request, max_request_len,
+    Command, HEADER_LEN, Rejection, decode_request, encode_request, expected_frame_len,
+    max_request_len,
 };
 use murakumo_protocol::{AfterError, Decoded, Limits};
 
@@ -19,6 +21,10 @@ fn drive(data: &[u8], limits: &Limits) {
     let mut at = 0;
     while at < data.len() {
         let buf = &data[at..];
+        let expected = expected_frame_len(buf, limits);
+        if let Some(len) = expected {
+            assert!(len <= max_request_len(limits), "expected {len} bytes");
+        }
         match decode_request(buf, limits) {
             Decoded::Incomplete => {
                 assert!(
@@ -32,6 +38,9 @@ fn drive(data: &[u8], limits: &Limits) {
                     consumed > 0 && consumed <= buf.len(),
                     "bad consumed {consumed}"
                 );
+                if expected.is_some() {
+                    assert_eq!(expected, Some(consumed), "the frame was not as long as expected");
+                }
                 match item {
                     Ok(req) => {
                         assert!(consumed >= HEADER_LEN);

@@ -32,6 +32,10 @@ const SEND_IN_PLACE_FROM: usize = 16 * 1024;
 /// fetching one.
 const RETAIN_AT_MOST: usize = 4 * READ_CHUNK;
 
+/// A frame whose length is known gets all its room at once when at least this share of
+/// it (one in eight) has arrived (see [`Connection::room_for_next_read`]).
+const PRESIZE_ONCE_ONE_IN: usize = 8;
+
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 
@@ -412,7 +416,7 @@ impl Connection {
             self.input = BytesMut::with_capacity(READ_CHUNK);
             self.input_grew = false;
         }
-        self.input.reserve(READ_CHUNK);
+        self.input.reserve(self.room_for_next_read());
         let idle = self.gateway.config.idle_timeout;
         let read = async {
             match idle {
@@ -441,6 +445,43 @@ impl Connection {
                 self.input_grew |= self.input.capacity() > RETAIN_AT_MOST;
                 ReadOutcome::Data
             }
+        }
+    }
+}
+
+impl Connection {
+    /// Room the next read needs: the rest of the frame at the front of the buffer when its
+    /// length is known and an eighth of it is in, else [`READ_CHUNK`] (the buffer doubles
+    /// when it must grow).
+    ///
+    /// Why: growing by doubling while a 512 KiB value arrived allocated seven buffers and
+    /// copied about 1 MiB on the way; sized for the rest of the frame once an eighth of it
+    /// is in, it copies about 200 KiB. On a 512 KiB 1:1 load (20 connections) the
+    /// connection threads spent 398-407 µs of CPU per request instead of 438-450. Why not
+    /// from the header alone, as memcached allocates the item: then a client that
+    /// declares a 1 MiB value and stalls holds a megabyte (200 such connections took
+    /// 231 MiB of RSS, against 4 MiB when the buffer grows with what arrives, and 17 MiB
+    /// this way); what a connection holds stays within eight times what it sent. What is
+    /// buffered here is always an incomplete frame (whole ones were executed before the
+    /// read), and a frame being swallowed is never buffered.
+    fn room_for_next_read(&self) -> usize {
+        if self.input.is_empty() || self.swallow > 0 {
+            return READ_CHUNK;
+        }
+        let limits = &self.gateway.config.limits;
+        let expected = match self.protocol {
+            Some(Protocol::Ascii) => ascii::expected_frame_len(&self.input, limits),
+            Some(Protocol::Binary) => binary::expected_frame_len(&self.input, limits),
+            None => None,
+        };
+        match expected {
+            Some(len)
+                if len > self.input.len()
+                    && self.input.len().saturating_mul(PRESIZE_ONCE_ONE_IN) >= len =>
+            {
+                len - self.input.len()
+            }
+            _ => READ_CHUNK,
         }
     }
 }

@@ -11,7 +11,7 @@ use murakumo_protocol::ascii::{
     ErrorReply, Keys, MetaArith, MetaArithFlag, MetaArithMode, MetaDebugResponse, MetaDelete,
     MetaDeleteFlag, MetaGet, MetaGetFlag, MetaResponse, MetaSet, MetaSetFlag, MetaSetMode,
     MetaStatus, Rejection, Request, Response, ReturnFlag, StoreMode, decode_request,
-    decode_response, encode_request, encode_response,
+    decode_response, encode_request, encode_response, expected_frame_len,
 };
 use murakumo_protocol::{AfterError, Decoded, Limits};
 use proptest::prelude::*;
@@ -559,6 +559,22 @@ proptest! {
             prop_assert_eq!(
                 decode_request(&wire[..cut], &Limits::default()),
                 Decoded::Incomplete,
+                "prefix of {} bytes of {:?}", cut, String::from_utf8_lossy(&wire)
+            );
+        }
+    }
+
+    /// Once its command line is in, a request with a data block announces its whole
+    /// length; nothing else announces one.
+    #[test]
+    fn data_carrying_requests_announce_their_length(req in request()) {
+        let wire = encode_req(&req);
+        let carries_data = matches!(req, Request::Store { .. } | Request::MetaSet(_));
+        let line_end = wire.iter().position(|&b| b == b'\n').unwrap_or(wire.len()) + 1;
+        for cut in 0..=wire.len() {
+            prop_assert_eq!(
+                expected_frame_len(&wire[..cut], &Limits::default()),
+                (carries_data && cut >= line_end).then_some(wire.len()),
                 "prefix of {} bytes of {:?}", cut, String::from_utf8_lossy(&wire)
             );
         }

@@ -5,8 +5,8 @@
 use bytes::{Bytes, BytesMut};
 use murakumo_protocol::binary::{
     Command, HEADER_LEN, REJECTED_BODY_WAIT_LIMIT, Rejection, Request, RequestHeader, Response,
-    Status, decode_request, decode_response, encode_request, encode_response, max_request_len,
-    opcode,
+    Status, decode_request, decode_response, encode_request, encode_response, expected_frame_len,
+    max_request_len, opcode,
 };
 use murakumo_protocol::{AfterError, Decoded, Limits};
 use proptest::collection::vec;
@@ -292,6 +292,12 @@ proptest! {
             prop_assert_eq!(
                 decode_request(&wire[..cut], &Limits::default()),
                 Decoded::Incomplete,
+                "prefix of {} bytes", cut
+            );
+            // Once its header is in, the frame announces its whole length.
+            prop_assert_eq!(
+                expected_frame_len(&wire[..cut], &Limits::default()),
+                (cut >= HEADER_LEN).then_some(wire.len()),
                 "prefix of {} bytes", cut
             );
         }

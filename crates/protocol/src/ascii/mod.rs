@@ -457,6 +457,27 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Re
     }
 }
 
+/// The whole length of the request at the front of `buf`, once its command line has
+/// arrived, if it is one whose data block [`decode_request`] will wait for (a storage
+/// command or `ms` within `limits`); `None` for anything else.
+///
+/// Why: a read buffer that grows by doubling while a 512 KiB value arrives copies about
+/// twice the value on the way and allocates six times; told the length, the caller can
+/// make room for the rest at once.
+pub fn expected_frame_len(buf: &[u8], limits: &Limits) -> Option<usize> {
+    let LineScan::Line { content, consumed } = tokens::scan_line(buf, limits.max_line_len) else {
+        return None;
+    };
+    let tokens = Tokens::new(content);
+    let len_token = match tokens.get(0)? {
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => storage::LEN_TOKEN,
+        b"ms" => meta::set::LEN_TOKEN,
+        _ => return None,
+    };
+    let len = tokens.get(len_token).and_then(tokens::parse_data_len)?;
+    (len <= limits.max_value_len).then(|| consumed.saturating_add(len).saturating_add(2))
+}
+
 /// Appends the wire form of `req` to `out`, as a client sends it.
 ///
 /// The caller is responsible for giving a request the decoder would accept (keys without
@@ -610,6 +631,24 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+    }
+
+    #[test]
+    fn only_a_data_block_within_limits_announces_a_frame_length() {
+        let limits = Limits::default();
+        let expect = |buf: &[u8]| expected_frame_len(buf, &limits);
+        assert_eq!(expect(b"set k 0 0 5\r\nhe"), Some(13 + 5 + 2));
+        assert_eq!(expect(b"cas k 0 0 5 9 noreply\r\n"), Some(23 + 5 + 2));
+        assert_eq!(expect(b"ms k 100 T0 F5\r\n"), Some(16 + 100 + 2));
+        assert_eq!(expect(b"set k 0 0 1048576\r\n"), Some(19 + 1_048_576 + 2));
+        // Not yet a whole line, no data block, or one that will be refused and swallowed.
+        assert_eq!(expect(b"set k 0 0 5"), None);
+        assert_eq!(expect(b"get k\r\n"), None);
+        assert_eq!(expect(b"set k 0 0 1048577\r\n"), None);
+        assert_eq!(expect(b"set k 0 0 2147483648\r\n"), None);
+        assert_eq!(expect(b"set k 0 0 -1\r\n"), None);
+        assert_eq!(expect(b"set k 0 0\r\n"), None);
+        assert_eq!(expect(b""), None);
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub(crate) fn finish(
     }
 }
 
+/// Where the data length is on a storage command line (see [`parse`]).
+pub(super) const LEN_TOKEN: usize = 4;
+
 /// `<cmd> <key> <flags> <exptime> <bytes> [noreply]` and
 /// `cas <key> <flags> <exptime> <bytes> <cas unique> [noreply]`.
 pub(super) fn parse(frame: &Frame<'_>, kind: Kind) -> Outcome {
@@ -104,7 +107,7 @@ pub(super) fn parse(frame: &Frame<'_>, kind: Kind) -> Outcome {
         // memcached answers `ERROR`. With too many tokens the length is still where it
         // belongs, so the data block that surely follows is swallowed, not run.
         let after = toks
-            .get(4)
+            .get(LEN_TOKEN)
             .filter(|_| toks.len() > base)
             .and_then(parse_data_len)
             .map_or(AfterError::Continue, |len| {
@@ -114,7 +117,7 @@ pub(super) fn parse(frame: &Frame<'_>, kind: Kind) -> Outcome {
     }
     // As memcached: an extra last token that is not `noreply` is ignored.
     let noreply = toks.len() == base + 1 && toks.last_is_noreply();
-    let Some(len) = toks.get(4).and_then(parse_data_len) else {
+    let Some(len) = toks.get(LEN_TOKEN).and_then(parse_data_len) else {
         // Without a length there is nothing we could safely swallow.
         return frame.line_only(Err(Rejection::client(BAD_FORMAT)));
     };

@@ -795,6 +795,20 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Re
     }
 }
 
+/// The whole length of the request at the front of `buf`, once its header has arrived, if
+/// [`decode_request`] will wait for all of it (an accepted frame); `None` otherwise. See
+/// `ascii::expected_frame_len` for why a caller wants it.
+pub fn expected_frame_len(buf: &[u8], limits: &Limits) -> Option<usize> {
+    if buf.first() != Some(&BINARY_REQUEST_MAGIC) {
+        return None;
+    }
+    let raw = RawHeader::parse(buf)?;
+    match judge(&raw, limits) {
+        Verdict::Accept(_) => Some(HEADER_LEN.saturating_add(raw.body_len as usize)),
+        Verdict::Unknown | Verdict::Reject(_) => None,
+    }
+}
+
 /// The largest body an accepted frame can have under `limits`: the longest extras (an
 /// incr/decr's 20 bytes), the longest key and the largest value.
 fn max_accepted_body(limits: &Limits) -> usize {

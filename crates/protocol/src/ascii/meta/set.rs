@@ -148,12 +148,15 @@ fn typed(flag: Flag<'_>) -> Result<Option<MetaSetFlag>, Rejection> {
     }))
 }
 
+/// Where the data length is on an `ms` line: `ms <key> <datalen> <flags>*`.
+pub(crate) const LEN_TOKEN: usize = 2;
+
 pub(crate) fn parse(frame: &Frame<'_>) -> Outcome {
     let toks = &frame.tokens;
     if toks.len() < 2 {
         return frame.line_only(Err(Rejection::unknown()));
     }
-    let Some(len) = toks.get(2).and_then(parse_data_len) else {
+    let Some(len) = toks.get(LEN_TOKEN).and_then(parse_data_len) else {
         return frame.line_only(Err(Rejection::client(BAD_FORMAT)));
     };
     let swallow = AfterError::Swallow(len as u64 + 2);
