@@ -142,8 +142,8 @@ fn a_tiny_budget_serves_more_than_its_write_buffer() {
 }
 
 /// Large records live in blob files, small ones in the tree; both come back exact from
-/// the memtable, from flushed files, and after a reopen, and a head scan reports each
-/// one's start and length without confusing the two layouts.
+/// the memtable, from flushed files, and after a reopen, and a head scan and `value_len`
+/// report each one's length without confusing the two layouts.
 #[test]
 fn records_on_both_sides_of_the_blob_threshold_read_back_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,6 +162,8 @@ fn records_on_both_sides_of_the_blob_threshold_read_back_exact() {
         for i in 0..count {
             let got = engine.get(Table::Items, &i.to_be_bytes()).unwrap();
             assert!(got.as_deref() == Some(&value_of(i)[..]), "key {i}");
+            let len = engine.value_len(Table::Items, &i.to_be_bytes()).unwrap();
+            assert_eq!(len, Some(value_of(i).len()), "length of key {i}");
         }
         let heads = engine
             .scan_heads(Table::Items, &[], &[], count as usize, 8)

@@ -20,6 +20,37 @@ pub fn run_all<E: Engine>(fresh: impl Fn() -> E) {
     scans_respect_prefix_start_and_limit(&fresh());
     scan_resumes_with_successor(&fresh());
     head_scans_keep_only_the_start_of_each_value(&fresh());
+    value_len_agrees_with_get(&fresh());
+}
+
+fn value_len_agrees_with_get<E: Engine>(engine: &E) {
+    let large = vec![7u8; 100 * 1024];
+    let mut batch = WriteBatch::new();
+    batch.put(Table::Items, &b"small"[..], &b"123"[..]);
+    batch.put(Table::Items, &b"large"[..], large.clone());
+    batch.put(Table::Items, &b"empty"[..], Bytes::new());
+    batch.put(Table::Items, &b"gone"[..], &b"x"[..]);
+    engine.write(batch).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.delete(Table::Items, &b"gone"[..]);
+    batch.put(Table::Items, &b"small"[..], large);
+    batch.put(Table::Items, &b"large"[..], &b"12"[..]);
+    engine.write(batch).unwrap();
+    for (key, len) in [
+        (&b"small"[..], Some(100 * 1024)),
+        (b"large", Some(2)),
+        (b"empty", Some(0)),
+        (b"gone", None),
+        (b"never", None),
+    ] {
+        assert_eq!(engine.value_len(Table::Items, key).unwrap(), len, "{key:?}");
+        assert_eq!(
+            engine.get(Table::Items, key).unwrap().map(|v| v.len()),
+            len,
+            "{key:?}"
+        );
+    }
+    assert_eq!(engine.value_len(Table::Meta, b"small").unwrap(), None);
 }
 
 fn get_sees_written_batches<E: Engine>(engine: &E) {

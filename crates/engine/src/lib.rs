@@ -169,6 +169,16 @@ pub trait Engine: Send + Sync + 'static {
     /// Reads one key.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, EngineError>;
 
+    /// The length of one key's value, or `None` if the key is absent.
+    ///
+    /// Why apart from [`get`](Self::get): an engine that keeps large values apart from its
+    /// index (fjall's blob files) knows their length without reading them, and a plain
+    /// overwrite needs only the length of the record it replaces. Reading a 512 KiB value
+    /// to learn it was most of what such a `set` read.
+    fn value_len(&self, table: Table, key: &[u8]) -> Result<Option<usize>, EngineError> {
+        Ok(self.get(table, key)?.map(|value| value.len()))
+    }
+
     /// Applies a batch atomically; see the trait documentation for durability.
     fn write(&self, batch: WriteBatch) -> Result<(), EngineError>;
 

@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use murakumo_engine::keys::{ItemKey, NamespaceId, PartitionId};
-use murakumo_engine::record::{HEADER_LEN, ItemHeader, ItemState, Record};
+use murakumo_engine::record::{HEADER_LEN, ItemHeader, ItemState, Record, RecordError};
 use murakumo_engine::{EngineError, Table, WriteBatch};
 use tokio::sync::oneshot;
 
@@ -364,8 +364,21 @@ impl Writer {
         let user_key = op.key().clone();
         let partition = crate::placement::partition_of(namespace, &user_key);
         let slot = Slot::new(namespace, partition, user_key);
-        let physical = self.current(group, &slot.key)?;
         let now = self.shared.clock.now();
+        let op = match op {
+            // A plain set replaces whatever is there, visible or not: of the record it
+            // replaces it needs only the size, for `bytes`. Reading the record itself
+            // read a large value from its blob file (and checked its checksum) just for
+            // that: on a 512 KiB 1:1 load, most sets.
+            Op::Store(req) if req.mode == StoreMode::Set && req.compare_cas.is_none() => {
+                let replaced = self.current_value_len(group, &slot.key)?;
+                return Ok(OpOutcome::Store(
+                    self.store(group, &slot, replaced, None, req, now),
+                ));
+            }
+            other => other,
+        };
+        let physical = self.current(group, &slot.key)?;
         let flushed = self.state(&slot).flushed_seq;
         let live = physical
             .as_ref()
@@ -375,7 +388,7 @@ impl Writer {
             Op::Store(req) => OpOutcome::Store(self.store(
                 group,
                 &slot,
-                physical.as_ref(),
+                physical.as_ref().map(|r| r.value.len()),
                 live.as_ref(),
                 req,
                 now,
@@ -398,11 +411,14 @@ impl Writer {
         Ok(outcome)
     }
 
+    /// `replaced`: the value length of the record the key holds, visible or not. `live`:
+    /// that record if it is visible; a plain `set` (no CAS) never looks at it, so `apply`
+    /// does not read it for one.
     fn store(
         &mut self,
         group: &mut Group,
         slot: &Slot,
-        physical: Option<&Record>,
+        replaced: Option<usize>,
         live: Option<&Record>,
         req: StoreRequest,
         now: u32,
@@ -466,7 +482,7 @@ impl Writer {
             seq: 0,
             written_at: now,
         };
-        let item = self.write(group, slot, physical, header, value, req.new_cas);
+        let item = self.write(group, slot, replaced, header, value, req.new_cas);
         StoreOutcome::Stored { cas: item.cas }
     }
 
@@ -502,7 +518,14 @@ impl Writer {
             } else {
                 current.value.clone()
             };
-            self.write(group, slot, physical, header, value, req.new_cas);
+            self.write(
+                group,
+                slot,
+                physical.map(|r| r.value.len()),
+                header,
+                value,
+                req.new_cas,
+            );
         } else {
             self.remove(group, slot, physical);
         }
@@ -527,7 +550,14 @@ impl Writer {
                         ..ItemHeader::default()
                     };
                     let value = Bytes::from(initial.to_string());
-                    let item = self.write(group, slot, physical, header, value, req.new_cas);
+                    let item = self.write(
+                        group,
+                        slot,
+                        physical.map(|r| r.value.len()),
+                        header,
+                        value,
+                        req.new_cas,
+                    );
                     ArithOutcome::Updated {
                         value: initial,
                         item,
@@ -558,7 +588,7 @@ impl Writer {
         let item = self.write(
             group,
             slot,
-            physical,
+            physical.map(|r| r.value.len()),
             header,
             Bytes::from(value.to_string()),
             req.new_cas,
@@ -586,7 +616,14 @@ impl Writer {
                         written_at: now,
                         ..ItemHeader::default()
                     };
-                    let item = self.write(group, slot, physical, header, Bytes::new(), req.new_cas);
+                    let item = self.write(
+                        group,
+                        slot,
+                        physical.map(|r| r.value.len()),
+                        header,
+                        Bytes::new(),
+                        req.new_cas,
+                    );
                     let expires_before = item.expires_at;
                     FetchOutcome::Hit {
                         item,
@@ -621,7 +658,14 @@ impl Writer {
             // Touching or handing out a win is not a new value: the CAS stays unless the
             // client asked for a specific one.
             let cas = req.new_cas.unwrap_or(header.cas);
-            self.write(group, slot, physical, header, current.value, Some(cas))
+            self.write(
+                group,
+                slot,
+                physical.map(|r| r.value.len()),
+                header,
+                current.value,
+                Some(cas),
+            )
         } else {
             item_from_record(current)
         };
@@ -635,11 +679,12 @@ impl Writer {
 
     /// Writes a record with the next sequence number and returns the item as stored. Its
     /// CAS is `cas` if given, otherwise [`generated_cas`] of the sequence number.
+    /// `replaced` is the value length of the record it replaces, if the key held one.
     fn write(
         &mut self,
         group: &mut Group,
         slot: &Slot,
-        physical: Option<&Record>,
+        replaced: Option<usize>,
         mut header: ItemHeader,
         value: Bytes,
         cas: Option<u64>,
@@ -652,7 +697,7 @@ impl Writer {
         }
         header.seq = state.seq;
         header.cas = cas.unwrap_or_else(|| generated_cas(state.seq, slot.partition));
-        let removed = physical.map(|old| record_size(&slot.key, old.value.len()));
+        let removed = replaced.map(|len| record_size(&slot.key, len));
         self.account(slot, Some(record_size(&slot.key, value.len())), removed);
         if let Some(due) = lapses_at(&header) {
             group.sweepable.push((slot.namespace, slot.partition, due));
@@ -866,6 +911,24 @@ impl Writer {
             Some(raw) => Ok(Some(Record::decode(&raw)?)),
             None => Ok(None),
         }
+    }
+
+    /// The value length of the record `key` holds, in the same order of sources as
+    /// [`current`](Self::current), without reading the value where it is kept apart.
+    fn current_value_len(&self, group: &Group, key: &Bytes) -> Result<Option<usize>, EngineError> {
+        let record_len = if let Some(pending) = group.pending(key) {
+            pending.as_ref().map(Bytes::len)
+        } else if let Some(raw) = self.shared.cache.peek(key) {
+            Some(raw.len())
+        } else {
+            self.shared.engine.value_len(Table::Items, key)?
+        };
+        record_len
+            .map(|len| {
+                len.checked_sub(HEADER_LEN)
+                    .ok_or(EngineError::Corrupt(RecordError::Truncated(len)))
+            })
+            .transpose()
     }
 
     fn state(&self, slot: &Slot) -> PartitionState {
