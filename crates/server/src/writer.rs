@@ -379,34 +379,25 @@ impl Writer {
             other => other,
         };
         let physical = self.current(group, &slot.key)?;
+        // Of the record the key holds, visible or not, the writes below need only the
+        // size; visibility rules read `live`.
+        let replaced = physical.as_ref().map(|r| r.value.len());
         let flushed = self.state(&slot).flushed_seq;
         let live = physical
             .as_ref()
             .filter(|r| is_visible(&r.header, now, flushed))
             .cloned();
         let outcome = match op {
-            Op::Store(req) => OpOutcome::Store(self.store(
-                group,
-                &slot,
-                physical.as_ref().map(|r| r.value.len()),
-                live.as_ref(),
-                req,
-                now,
-            )),
+            Op::Store(req) => {
+                OpOutcome::Store(self.store(group, &slot, replaced, live.as_ref(), req, now))
+            }
             Op::Delete(req) => {
-                OpOutcome::Delete(self.delete(group, &slot, physical.as_ref(), live, &req, now))
+                OpOutcome::Delete(self.delete(group, &slot, replaced, live, &req, now))
             }
-            Op::Arith(req) => OpOutcome::Arith(self.arith(
-                group,
-                &slot,
-                physical.as_ref(),
-                live.as_ref(),
-                &req,
-                now,
-            )),
-            Op::Fetch(req) => {
-                OpOutcome::Fetch(self.fetch(group, &slot, physical.as_ref(), live, &req, now))
+            Op::Arith(req) => {
+                OpOutcome::Arith(self.arith(group, &slot, replaced, live.as_ref(), &req, now))
             }
+            Op::Fetch(req) => OpOutcome::Fetch(self.fetch(group, &slot, replaced, live, &req, now)),
         };
         Ok(outcome)
     }
@@ -490,7 +481,7 @@ impl Writer {
         &mut self,
         group: &mut Group,
         slot: &Slot,
-        physical: Option<&Record>,
+        replaced: Option<usize>,
         live: Option<Record>,
         req: &DeleteRequest,
         now: u32,
@@ -518,16 +509,9 @@ impl Writer {
             } else {
                 current.value.clone()
             };
-            self.write(
-                group,
-                slot,
-                physical.map(|r| r.value.len()),
-                header,
-                value,
-                req.new_cas,
-            );
+            self.write(group, slot, replaced, header, value, req.new_cas);
         } else {
-            self.remove(group, slot, physical);
+            self.remove(group, slot, replaced);
         }
         DeleteOutcome::Deleted
     }
@@ -536,7 +520,7 @@ impl Writer {
         &mut self,
         group: &mut Group,
         slot: &Slot,
-        physical: Option<&Record>,
+        replaced: Option<usize>,
         live: Option<&Record>,
         req: &ArithRequest,
         now: u32,
@@ -550,14 +534,7 @@ impl Writer {
                         ..ItemHeader::default()
                     };
                     let value = Bytes::from(initial.to_string());
-                    let item = self.write(
-                        group,
-                        slot,
-                        physical.map(|r| r.value.len()),
-                        header,
-                        value,
-                        req.new_cas,
-                    );
+                    let item = self.write(group, slot, replaced, header, value, req.new_cas);
                     ArithOutcome::Updated {
                         value: initial,
                         item,
@@ -588,7 +565,7 @@ impl Writer {
         let item = self.write(
             group,
             slot,
-            physical.map(|r| r.value.len()),
+            replaced,
             header,
             Bytes::from(value.to_string()),
             req.new_cas,
@@ -600,7 +577,7 @@ impl Writer {
         &mut self,
         group: &mut Group,
         slot: &Slot,
-        physical: Option<&Record>,
+        replaced: Option<usize>,
         live: Option<Record>,
         req: &FetchRequest,
         now: u32,
@@ -616,14 +593,7 @@ impl Writer {
                         written_at: now,
                         ..ItemHeader::default()
                     };
-                    let item = self.write(
-                        group,
-                        slot,
-                        physical.map(|r| r.value.len()),
-                        header,
-                        Bytes::new(),
-                        req.new_cas,
-                    );
+                    let item = self.write(group, slot, replaced, header, Bytes::new(), req.new_cas);
                     let expires_before = item.expires_at;
                     FetchOutcome::Hit {
                         item,
@@ -658,14 +628,7 @@ impl Writer {
             // Touching or handing out a win is not a new value: the CAS stays unless the
             // client asked for a specific one.
             let cas = req.new_cas.unwrap_or(header.cas);
-            self.write(
-                group,
-                slot,
-                physical.map(|r| r.value.len()),
-                header,
-                current.value,
-                Some(cas),
-            )
+            self.write(group, slot, replaced, header, current.value, Some(cas))
         } else {
             item_from_record(current)
         };
@@ -717,9 +680,11 @@ impl Writer {
         item_from_record(record)
     }
 
-    fn remove(&mut self, group: &mut Group, slot: &Slot, physical: Option<&Record>) {
-        let Some(old) = physical else { return };
-        self.account(slot, None, Some(record_size(&slot.key, old.value.len())));
+    /// Removes the key's record, whose value was `replaced` bytes long (nothing to do if
+    /// the key held none).
+    fn remove(&mut self, group: &mut Group, slot: &Slot, replaced: Option<usize>) {
+        let Some(old_len) = replaced else { return };
+        self.account(slot, None, Some(record_size(&slot.key, old_len)));
         group.batch.delete(Table::Items, slot.key.clone());
         group.record_change(slot.key.clone(), None);
         self.unpersisted.insert((slot.namespace, slot.partition));
@@ -744,7 +709,7 @@ impl Writer {
             let flushed = self.state(&slot).flushed_seq;
             // Only if nobody rewrote it since the sweeper looked.
             if record.header.seq == seq && !is_visible(&record.header, now, flushed) {
-                self.remove(group, &slot, Some(&record));
+                self.remove(group, &slot, Some(record.value.len()));
                 self.shared.stats.reclaimed.fetch_add(1, Ordering::Relaxed);
             }
         }

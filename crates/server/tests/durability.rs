@@ -9,7 +9,10 @@ use std::time::Duration;
 use murakumo_engine::keys::DEFAULT_NAMESPACE as NS;
 use murakumo_engine_fjall::{FjallEngine, FjallOptions};
 use murakumo_server::ops::{StoreOutcome, StoreRequest};
-use murakumo_server::{Clock, Store, StoreConfig, SweepConfig, SyncPolicy};
+use murakumo_server::{Clock, Store, StoreConfig, SyncPolicy};
+
+mod support;
+use support::sweeping_every;
 
 fn open(dir: &std::path::Path, sync: SyncPolicy) -> Store {
     let engine = FjallEngine::open(dir, FjallOptions::default()).unwrap();
@@ -246,14 +249,7 @@ async fn a_clean_restart_reads_no_partition_again() {
     let dir = tempfile::tempdir().unwrap();
     let open_sweeping = || {
         let engine = FjallEngine::open(dir.path(), FjallOptions::default()).unwrap();
-        let config = StoreConfig {
-            sweep: SweepConfig {
-                pass_interval: Duration::from_millis(10),
-                partition_pause: Duration::ZERO,
-                chunk: 64,
-            },
-            ..StoreConfig::default()
-        };
+        let config = sweeping_every(Duration::from_millis(10), 64);
         Store::open(Arc::new(engine), config, Clock::System).unwrap()
     };
     let partitions = u64::from(murakumo_server::placement::PARTITIONS);

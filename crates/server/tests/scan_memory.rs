@@ -12,10 +12,10 @@ use murakumo_engine::Engine;
 use murakumo_engine::keys::DEFAULT_NAMESPACE as NS;
 use murakumo_server::ops::{ItemCursor, StoreRequest};
 use murakumo_server::placement::partition_of;
-use murakumo_server::{Clock, Exptime, Store, StoreConfig, SweepConfig};
+use murakumo_server::{Clock, Exptime, Store};
 
 mod support;
-use support::MeasuringEngine;
+use support::{MeasuringEngine, sweeping_every};
 
 const VALUE_LEN: usize = 64 * 1024;
 
@@ -32,14 +32,7 @@ fn keys_in_one_partition(count: usize) -> Vec<String> {
 async fn store_with_large_items(expiring: bool) -> (Store, Arc<MeasuringEngine>, Clock) {
     let engine = Arc::new(MeasuringEngine::default());
     let clock = Clock::manual(1_700_000_000);
-    let config = StoreConfig {
-        sweep: SweepConfig {
-            pass_interval: Duration::from_millis(10),
-            partition_pause: Duration::ZERO,
-            chunk: 512,
-        },
-        ..StoreConfig::default()
-    };
+    let config = sweeping_every(Duration::from_millis(10), 512);
     let store = Store::open(
         Arc::clone(&engine) as Arc<dyn Engine>,
         config,

@@ -14,10 +14,10 @@ use murakumo_server::ops::{
     ItemCursor, StoreMode, StoreOutcome, StoreRequest,
 };
 use murakumo_server::placement::partition_of;
-use murakumo_server::{Clock, Exptime, Store, StoreConfig, StoreError, SweepConfig};
+use murakumo_server::{Clock, Exptime, Store, StoreConfig, StoreError};
 
 mod support;
-use support::MeasuringEngine;
+use support::{MeasuringEngine, sweeping_every};
 
 const T0: u32 = 1_700_000_000;
 
@@ -32,18 +32,11 @@ fn open() -> (Store, Clock) {
     (store, clock)
 }
 
-/// A store whose sweep passes come every `pass_interval` without pauses, scanning
-/// `chunk` records at a time (small, so that a pass takes several scans).
+/// A store on the memory engine whose sweep passes come every `pass_interval` (see
+/// [`sweeping_every`]).
 fn open_sweeping_every(pass_interval: Duration, chunk: usize) -> (Store, Clock) {
     let clock = Clock::manual(T0);
-    let config = StoreConfig {
-        sweep: SweepConfig {
-            pass_interval,
-            partition_pause: Duration::ZERO,
-            chunk,
-        },
-        ..StoreConfig::default()
-    };
+    let config = sweeping_every(pass_interval, chunk);
     let store = Store::open(Arc::new(MemoryEngine::new()), config, clock.clone()).unwrap();
     (store, clock)
 }
@@ -635,14 +628,7 @@ async fn a_few_lapsed_records_wait_at_most_ten_minutes_for_their_space() {
 
 /// A store on `engine` whose sweep passes come every 10 ms, as in the tests above.
 fn reopen_sweeping(engine: &Arc<dyn murakumo_engine::Engine>, clock: &Clock) -> Store {
-    let config = StoreConfig {
-        sweep: SweepConfig {
-            pass_interval: Duration::from_millis(10),
-            partition_pause: Duration::ZERO,
-            chunk: 16,
-        },
-        ..StoreConfig::default()
-    };
+    let config = sweeping_every(Duration::from_millis(10), 16);
     Store::open(Arc::clone(engine), config, clock.clone()).unwrap()
 }
 

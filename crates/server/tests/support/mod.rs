@@ -4,9 +4,25 @@
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use murakumo_engine::{Engine, EngineError, KeyHead, KeyValue, MemoryEngine, Table, WriteBatch};
+use murakumo_server::{StoreConfig, SweepConfig};
+
+/// A store configuration whose sweep passes come every `pass_interval`, without pauses
+/// between partitions, reading `chunk` records at a time (small, so that a pass takes
+/// several scans).
+pub fn sweeping_every(pass_interval: Duration, chunk: usize) -> StoreConfig {
+    StoreConfig {
+        sweep: SweepConfig {
+            pass_interval,
+            partition_pause: Duration::ZERO,
+            chunk,
+        },
+        ..StoreConfig::default()
+    }
+}
 
 /// The memory engine, noting the most item bytes any one scan of the items table
 /// returned and the most records any one batch carried.
