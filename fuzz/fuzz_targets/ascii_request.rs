@@ -7,13 +7,16 @@
 //! a connection's memory stays bounded); every key is 1..=`max_key_len` bytes and, unless it
 //! is a base64 meta key, has no spaces or control characters; an accepted request encodes
 //! to bytes that decode back to the same request; a frame length announced in advance
-//! (`expected_frame_len`) is within the limits, and is what an accepted frame consumes.
+//! (`expected_frame_len`) is within the limits, and is what an accepted frame consumes;
+//! decoding the same bytes as shared `Bytes` gives the same answer.
 
 #![no_main]
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use murakumo_protocol::ascii::{Request, decode_request, encode_request, expected_frame_len};
+use murakumo_protocol::ascii::{
+    Request, decode_request, decode_request_shared, encode_request, expected_frame_len,
+};
 use murakumo_protocol::{AfterError, Decoded, Limits};
 
 /// Every key a request carries, with whether it is a binary (base64) meta key.
@@ -47,7 +50,13 @@ fn drive(data: &[u8], limits: &Limits) {
         if let Some(len) = expected {
             assert!(len < longest, "expected a frame of {len} bytes");
         }
-        match decode_request(buf, limits) {
+        let decoded = decode_request(buf, limits);
+        assert_eq!(
+            decode_request_shared(&Bytes::copy_from_slice(buf), limits),
+            decoded,
+            "decoding shared bytes answered differently"
+        );
+        match decoded {
             Decoded::Incomplete => {
                 assert!(buf.len() < longest, "waited on {} bytes", buf.len());
                 return;
@@ -58,7 +67,11 @@ fn drive(data: &[u8], limits: &Limits) {
                     "bad consumed {consumed}"
                 );
                 if item.is_ok() && expected.is_some() {
-                    assert_eq!(expected, Some(consumed), "the frame was not as long as expected");
+                    assert_eq!(
+                        expected,
+                        Some(consumed),
+                        "the frame was not as long as expected"
+                    );
                 }
                 at += consumed;
                 match item {

@@ -39,7 +39,11 @@ fn drive(data: &[u8], limits: &Limits) {
                     "bad consumed {consumed}"
                 );
                 if expected.is_some() {
-                    assert_eq!(expected, Some(consumed), "the frame was not as long as expected");
+                    assert_eq!(
+                        expected,
+                        Some(consumed),
+                        "the frame was not as long as expected"
+                    );
                 }
                 match item {
                     Ok(req) => {

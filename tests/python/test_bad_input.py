@@ -181,6 +181,30 @@ def test_bare_newline_terminators(conn, key, target):
     assert conn.get(key) is None
 
 
+@pytest.mark.parametrize("size", [1, 20_000, 300_000])
+def test_a_bad_data_chunk_resynchronises_alike_at_any_size(conn, key, target, size):
+    # murakumo decodes a whole frame of 16 KiB or more on its own (so that its value
+    # is not copied) and falls back to the whole buffer when that frame is malformed:
+    # the answers must not depend on the size.
+    if target != "murakumo":
+        pytest.skip("memcached resynchronises differently (see test_malformed_lines)")
+    value = b"v" * size
+    head = b"set %s 0 0 %d\r\n" % (key.encode(), size)
+    # Two bytes too many before the terminator: the rest of that line goes with it.
+    conn.send(head + value + b"xy\r\nversion\r\n")
+    assert conn.readline() == b"CLIENT_ERROR bad data chunk"
+    assert conn.readline().startswith(b"VERSION ")
+    # A bare "\n" where "\r\n" belongs ends the block there.
+    conn.send(head + value + b"\nversion\r\n")
+    assert conn.readline() == b"CLIENT_ERROR bad data chunk"
+    assert conn.readline().startswith(b"VERSION ")
+    assert conn.get(key) is None
+    # And a good one of the same size is stored whole.
+    conn.send(head + value + b"\r\n")
+    assert conn.readline() == b"STORED"
+    assert conn.get(key) == value
+
+
 def test_very_long_line_without_newline(connect, server_addr, server_pid):
     conn = connect()
     sent = send_within(conn.sock, b"a" * (4 * ONE_MIB), 10)

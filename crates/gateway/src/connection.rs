@@ -32,6 +32,11 @@ const SEND_IN_PLACE_FROM: usize = 16 * 1024;
 /// fetching one.
 const RETAIN_AT_MOST: usize = 4 * READ_CHUNK;
 
+/// Frames at least this long have their value handed on as a slice of the read buffer
+/// instead of a copy (see [`Connection::next_ascii_request`]). Below it the copy costs
+/// less than splitting the buffer, which makes its next growth a fresh allocation.
+const SHARE_VALUES_FROM: usize = 16 * 1024;
+
 /// A frame whose length is known gets all its room at once when at least this share of
 /// it (one in eight) has arrived (see [`Connection::room_for_next_read`]).
 const PRESIZE_ONCE_ONE_IN: usize = 8;
@@ -167,30 +172,27 @@ impl Connection {
                     Protocol::Ascii
                 });
             let flow = match protocol {
-                Protocol::Ascii => {
-                    match ascii::decode_request(&self.input, &self.gateway.config.limits) {
-                        Decoded::Incomplete => return Ok(Flow::Continue),
-                        Decoded::Done { item, consumed } => {
-                            self.input.advance(consumed);
-                            self.command_started();
-                            match item {
-                                Ok(request) => self.execute_ascii(request).await?,
-                                Err(rejection) => {
-                                    if let Some(key) = rejection.invalidates {
-                                        self.drop_stale_value(key).await;
-                                    }
-                                    if !rejection.noreply {
-                                        ascii::encode_response(
-                                            &ascii::Response::Error(rejection.reply),
-                                            &mut self.out,
-                                        );
-                                    }
-                                    self.after_error(rejection.after)
+                Protocol::Ascii => match self.next_ascii_request() {
+                    Decoded::Incomplete => return Ok(Flow::Continue),
+                    Decoded::Done { item, .. } => {
+                        self.command_started();
+                        match item {
+                            Ok(request) => self.execute_ascii(request).await?,
+                            Err(rejection) => {
+                                if let Some(key) = rejection.invalidates {
+                                    self.drop_stale_value(key).await;
                                 }
+                                if !rejection.noreply {
+                                    ascii::encode_response(
+                                        &ascii::Response::Error(rejection.reply),
+                                        &mut self.out,
+                                    );
+                                }
+                                self.after_error(rejection.after)
                             }
                         }
                     }
-                }
+                },
                 Protocol::Binary => {
                     match binary::decode_request(&self.input, &self.gateway.config.limits) {
                         Decoded::Incomplete => return Ok(Flow::Continue),
@@ -450,6 +452,42 @@ impl Connection {
 }
 
 impl Connection {
+    /// Decodes the ascii request at the front of the read buffer and removes its bytes
+    /// (`consumed` is only informative).
+    ///
+    /// A whole frame of [`SHARE_VALUES_FROM`] bytes or more whose length is known is split
+    /// off the buffer and decoded in place, so that its value is a slice of the buffer
+    /// rather than a copy; the value is copied once more anyway, into the engine's record.
+    /// Anything but a clean decode of exactly that frame (only a malformed data block
+    /// does that) puts it back, and the request is decoded as usual: the answer is always
+    /// the one the whole buffer gives.
+    fn next_ascii_request(&mut self) -> Decoded<Result<ascii::Request, ascii::Rejection>> {
+        let limits = self.gateway.config.limits;
+        if self.input.len() >= SHARE_VALUES_FROM
+            && let Some(len) = ascii::expected_frame_len(&self.input, &limits)
+            && (SHARE_VALUES_FROM..=self.input.len()).contains(&len)
+        {
+            let frame = self.input.split_to(len).freeze();
+            match ascii::decode_request_shared(&frame, &limits) {
+                Decoded::Done {
+                    item: item @ Ok(_),
+                    consumed,
+                } if consumed == len => return Decoded::Done { item, consumed },
+                _ => {
+                    let mut restored = BytesMut::with_capacity(len + self.input.len());
+                    restored.extend_from_slice(&frame);
+                    restored.extend_from_slice(&self.input);
+                    self.input = restored;
+                }
+            }
+        }
+        let decoded = ascii::decode_request(&self.input, &limits);
+        if let Decoded::Done { consumed, .. } = decoded {
+            self.input.advance(consumed);
+        }
+        decoded
+    }
+
     /// Room the next read needs: the rest of the frame at the front of the buffer when its
     /// length is known and an eighth of it is in, else [`READ_CHUNK`] (the buffer doubles
     /// when it must grow).

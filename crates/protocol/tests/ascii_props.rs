@@ -11,7 +11,7 @@ use murakumo_protocol::ascii::{
     ErrorReply, Keys, MetaArith, MetaArithFlag, MetaArithMode, MetaDebugResponse, MetaDelete,
     MetaDeleteFlag, MetaGet, MetaGetFlag, MetaResponse, MetaSet, MetaSetFlag, MetaSetMode,
     MetaStatus, Rejection, Request, Response, ReturnFlag, StoreMode, decode_request,
-    decode_response, encode_request, encode_response, expected_frame_len,
+    decode_request_shared, decode_response, encode_request, encode_response, expected_frame_len,
 };
 use murakumo_protocol::{AfterError, Decoded, Limits};
 use proptest::prelude::*;
@@ -402,7 +402,13 @@ fn keys_of(req: &Request) -> Vec<(&[u8], bool)> {
 
 /// The invariants every decoder answer must keep, whatever the input.
 fn check_invariants(buf: &[u8], limits: &Limits) -> Result<(), TestCaseError> {
-    let Decoded::Done { item, consumed } = decode_request(buf, limits) else {
+    let decoded = decode_request(buf, limits);
+    // Over shared bytes the answer is the same; only where a value lives differs.
+    prop_assert_eq!(
+        &decode_request_shared(&Bytes::copy_from_slice(buf), limits),
+        &decoded
+    );
+    let Decoded::Done { item, consumed } = decoded else {
         return Ok(());
     };
     prop_assert!(consumed > 0, "Done must consume something");
@@ -560,6 +566,27 @@ proptest! {
                 decode_request(&wire[..cut], &Limits::default()),
                 Decoded::Incomplete,
                 "prefix of {} bytes of {:?}", cut, String::from_utf8_lossy(&wire)
+            );
+        }
+    }
+
+    /// Over shared bytes a request decodes the same, and a stored value is a slice of
+    /// those bytes, not a copy.
+    #[test]
+    fn shared_decoding_slices_values_out_of_the_buffer(req in request()) {
+        let wire = encode_req(&req).freeze();
+        let decoded = decode_request_shared(&wire, &Limits::default());
+        prop_assert_eq!(&decoded, &decode_request(&wire, &Limits::default()));
+        let value = match &decoded {
+            Decoded::Done { item: Ok(Request::Store { value, .. }), .. } => Some(value),
+            Decoded::Done { item: Ok(Request::MetaSet(m)), .. } => Some(&m.value),
+            _ => None,
+        };
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            let within = wire.as_ptr_range();
+            prop_assert!(
+                within.contains(&value.as_ptr()),
+                "the value was copied, not sliced"
             );
         }
     }

@@ -373,6 +373,9 @@ pub(crate) struct Frame<'a> {
     pub(crate) tokens: Tokens<'a>,
     pub(crate) line_len: usize,
     pub(crate) buf: &'a [u8],
+    /// `buf` as shared bytes, when the caller has them: a data block is then handed out
+    /// as a slice of it instead of a copy (see [`decode_request_shared`]).
+    pub(crate) shared: Option<&'a Bytes>,
     pub(crate) limits: &'a Limits,
 }
 
@@ -393,6 +396,25 @@ impl Frame<'_> {
 /// `consumed` covers the bad input. The buffer needed before an answer is bounded by
 /// `max_line_len` plus, for storage commands, `max_value_len`.
 pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Rejection>> {
+    decode(buf, None, limits)
+}
+
+/// [`decode_request`] over shared bytes: a storage request's value is a slice of `buf`
+/// rather than a copy, and keeps `buf`'s allocation alive while it lives. The answer is
+/// the one `decode_request` gives for the same bytes.
+///
+/// Why: a connection that holds a whole large frame can split it off its read buffer and
+/// decode it here; copying a 512 KiB value out of the buffer was one of the copies every
+/// large `set` made before the engine's own.
+pub fn decode_request_shared(buf: &Bytes, limits: &Limits) -> Decoded<Result<Request, Rejection>> {
+    decode(buf, Some(buf), limits)
+}
+
+fn decode(
+    buf: &[u8],
+    shared: Option<&Bytes>,
+    limits: &Limits,
+) -> Decoded<Result<Request, Rejection>> {
     let (line, line_len) = match tokens::scan_line(buf, limits.max_line_len) {
         LineScan::Incomplete => return Decoded::Incomplete,
         LineScan::TooLong { consumed } => {
@@ -422,6 +444,7 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Re
         tokens: Tokens::new(line),
         line_len,
         buf,
+        shared,
         limits,
     };
     let Some(command) = frame.tokens.get(0) else {

@@ -79,9 +79,10 @@ pub(crate) fn finish(
     match data_block(frame.buf, start, len, frame.limits) {
         DataBlock::Incomplete => Decoded::Incomplete,
         DataBlock::Ok { consumed } => Decoded::Done {
-            item: Ok(build(Bytes::copy_from_slice(
-                &frame.buf[start..start + len],
-            ))),
+            item: Ok(build(match frame.shared {
+                Some(shared) => shared.slice(start..start + len),
+                None => Bytes::copy_from_slice(&frame.buf[start..start + len]),
+            })),
             consumed,
         },
         DataBlock::BadChunk { consumed } => Decoded::Done {
