@@ -5,15 +5,16 @@
 //! the decoder only waits for frames the limits allow; decoded keys respect the key limit; a
 //! decoded request re-encodes to exactly its bytes; rejections echo the opcode and carry
 //! memcached's error text; a frame length announced in advance (`expected_frame_len`) is
-//! within the limits and is what the frame consumes.
+//! within the limits and is what the frame consumes; decoding the same bytes as shared
+//! `Bytes` gives the same answer.
 
 #![no_main]
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use murakumo_protocol::binary::{
-    Command, HEADER_LEN, Rejection, decode_request, encode_request, expected_frame_len,
-    max_request_len,
+    Command, HEADER_LEN, Rejection, decode_request, decode_request_shared, encode_request,
+    expected_frame_len, max_request_len,
 };
 use murakumo_protocol::{AfterError, Decoded, Limits};
 
@@ -25,7 +26,13 @@ fn drive(data: &[u8], limits: &Limits) {
         if let Some(len) = expected {
             assert!(len <= max_request_len(limits), "expected {len} bytes");
         }
-        match decode_request(buf, limits) {
+        let decoded = decode_request(buf, limits);
+        assert_eq!(
+            decode_request_shared(&Bytes::copy_from_slice(buf), limits),
+            decoded,
+            "decoding shared bytes answered differently"
+        );
+        match decoded {
             Decoded::Incomplete => {
                 assert!(
                     buf.len() < max_request_len(limits),

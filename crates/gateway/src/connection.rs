@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use murakumo_protocol::{AfterError, BINARY_REQUEST_MAGIC, Decoded, ascii, binary};
+use murakumo_protocol::{AfterError, BINARY_REQUEST_MAGIC, Decoded, Limits, ascii, binary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -33,9 +33,31 @@ const SEND_IN_PLACE_FROM: usize = 16 * 1024;
 const RETAIN_AT_MOST: usize = 4 * READ_CHUNK;
 
 /// Frames at least this long have their value handed on as a slice of the read buffer
-/// instead of a copy (see [`Connection::next_ascii_request`]). Below it the copy costs
+/// instead of a copy (see [`Connection::next_request`]). Below it the copy costs
 /// less than splitting the buffer, which makes its next growth a fresh allocation.
 const SHARE_VALUES_FROM: usize = 16 * 1024;
+
+/// What a protocol's request decoder answers: a request, or a rejection to send.
+type Decision<T, E> = Decoded<Result<T, E>>;
+
+/// How one protocol's requests are decoded (see [`Connection::next_request`]).
+struct Codec<T, E> {
+    expected_frame_len: fn(&[u8], &Limits) -> Option<usize>,
+    decode: fn(&[u8], &Limits) -> Decision<T, E>,
+    decode_shared: fn(&Bytes, &Limits) -> Decision<T, E>,
+}
+
+const ASCII: Codec<ascii::Request, ascii::Rejection> = Codec {
+    expected_frame_len: ascii::expected_frame_len,
+    decode: ascii::decode_request,
+    decode_shared: ascii::decode_request_shared,
+};
+
+const BINARY: Codec<binary::Request, binary::Rejection> = Codec {
+    expected_frame_len: binary::expected_frame_len,
+    decode: binary::decode_request,
+    decode_shared: binary::decode_request_shared,
+};
 
 /// A frame whose length is known gets all its room at once when at least this share of
 /// it (one in eight) has arrived (see [`Connection::room_for_next_read`]).
@@ -172,7 +194,7 @@ impl Connection {
                     Protocol::Ascii
                 });
             let flow = match protocol {
-                Protocol::Ascii => match self.next_ascii_request() {
+                Protocol::Ascii => match self.next_request(&ASCII) {
                     Decoded::Incomplete => return Ok(Flow::Continue),
                     Decoded::Done { item, .. } => {
                         self.command_started();
@@ -193,22 +215,19 @@ impl Connection {
                         }
                     }
                 },
-                Protocol::Binary => {
-                    match binary::decode_request(&self.input, &self.gateway.config.limits) {
-                        Decoded::Incomplete => return Ok(Flow::Continue),
-                        Decoded::Done { item, consumed } => {
-                            self.input.advance(consumed);
-                            self.command_started();
-                            match item {
-                                Ok(request) => self.execute_binary(request).await?,
-                                Err(rejection) => {
-                                    binary::encode_response(&rejection.response, &mut self.out);
-                                    self.after_error(rejection.after)
-                                }
+                Protocol::Binary => match self.next_request(&BINARY) {
+                    Decoded::Incomplete => return Ok(Flow::Continue),
+                    Decoded::Done { item, .. } => {
+                        self.command_started();
+                        match item {
+                            Ok(request) => self.execute_binary(request).await?,
+                            Err(rejection) => {
+                                binary::encode_response(&rejection.response, &mut self.out);
+                                self.after_error(rejection.after)
                             }
                         }
                     }
-                }
+                },
             };
             if flow == Flow::Close {
                 return Ok(Flow::Close);
@@ -452,23 +471,23 @@ impl Connection {
 }
 
 impl Connection {
-    /// Decodes the ascii request at the front of the read buffer and removes its bytes
+    /// Decodes the request at the front of the read buffer and removes its bytes
     /// (`consumed` is only informative).
     ///
     /// A whole frame of [`SHARE_VALUES_FROM`] bytes or more whose length is known is split
     /// off the buffer and decoded in place, so that its value is a slice of the buffer
     /// rather than a copy; the value is copied once more anyway, into the engine's record.
-    /// Anything but a clean decode of exactly that frame (only a malformed data block
-    /// does that) puts it back, and the request is decoded as usual: the answer is always
-    /// the one the whole buffer gives.
-    fn next_ascii_request(&mut self) -> Decoded<Result<ascii::Request, ascii::Rejection>> {
+    /// Anything but a clean decode of exactly that frame (only a malformed one does that)
+    /// puts it back, and the request is decoded as usual: the answer is always the one the
+    /// whole buffer gives.
+    fn next_request<T, E>(&mut self, codec: &Codec<T, E>) -> Decision<T, E> {
         let limits = self.gateway.config.limits;
         if self.input.len() >= SHARE_VALUES_FROM
-            && let Some(len) = ascii::expected_frame_len(&self.input, &limits)
+            && let Some(len) = (codec.expected_frame_len)(&self.input, &limits)
             && (SHARE_VALUES_FROM..=self.input.len()).contains(&len)
         {
             let frame = self.input.split_to(len).freeze();
-            match ascii::decode_request_shared(&frame, &limits) {
+            match (codec.decode_shared)(&frame, &limits) {
                 Decoded::Done {
                     item: item @ Ok(_),
                     consumed,
@@ -481,7 +500,7 @@ impl Connection {
                 }
             }
         }
-        let decoded = ascii::decode_request(&self.input, &limits);
+        let decoded = (codec.decode)(&self.input, &limits);
         if let Decoded::Done { consumed, .. } = decoded {
             self.input.advance(consumed);
         }

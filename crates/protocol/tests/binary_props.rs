@@ -5,8 +5,8 @@
 use bytes::{Bytes, BytesMut};
 use murakumo_protocol::binary::{
     Command, HEADER_LEN, REJECTED_BODY_WAIT_LIMIT, Rejection, Request, RequestHeader, Response,
-    Status, decode_request, decode_response, encode_request, encode_response, expected_frame_len,
-    max_request_len, opcode,
+    Status, decode_request, decode_request_shared, decode_response, encode_request,
+    encode_response, expected_frame_len, max_request_len, opcode,
 };
 use murakumo_protocol::{AfterError, Decoded, Limits};
 use proptest::collection::vec;
@@ -233,7 +233,13 @@ fn limits() -> impl Strategy<Value = Limits> {
 
 /// The invariants every decode must satisfy, whatever the input.
 fn check_decode_invariants(buf: &[u8], limits: &Limits) -> Result<(), TestCaseError> {
-    match decode_request(buf, limits) {
+    let decoded = decode_request(buf, limits);
+    // Over shared bytes the answer is the same; only where a value lives differs.
+    prop_assert_eq!(
+        &decode_request_shared(&Bytes::copy_from_slice(buf), limits),
+        &decoded
+    );
+    match decoded {
         Decoded::Incomplete => {
             // Waiting is only ever for a frame no longer than the limits allow.
             prop_assert!(buf.len() < max_request_len(limits));
@@ -288,6 +294,23 @@ proptest! {
             decode_request(&wire, &Limits::default()),
             Decoded::Done { item: Ok(req.clone()), consumed: wire.len() }
         );
+        // Over shared bytes, the same request, with its value sliced out of them.
+        let shared = wire.clone().freeze();
+        let decoded = decode_request_shared(&shared, &Limits::default());
+        prop_assert_eq!(&decoded, &Decoded::Done { item: Ok(req.clone()), consumed: wire.len() });
+        if let Decoded::Done { item: Ok(Request { command, .. }), .. } = &decoded
+            && let Command::Set { value, .. }
+                | Command::Add { value, .. }
+                | Command::Replace { value, .. }
+                | Command::Append { value, .. }
+                | Command::Prepend { value, .. } = command
+            && !value.is_empty()
+        {
+            prop_assert!(
+                shared.as_ptr_range().contains(&value.as_ptr()),
+                "the value was copied, not sliced"
+            );
+        }
         for cut in 0..wire.len() {
             prop_assert_eq!(
                 decode_request(&wire[..cut], &Limits::default()),

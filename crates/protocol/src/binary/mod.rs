@@ -27,7 +27,7 @@ mod status;
 pub use header::{HEADER_LEN, RESPONSE_MAGIC};
 pub use request::{
     Command, MAX_SASL_MECHANISM_LEN, REJECTED_BODY_WAIT_LIMIT, Rejection, Request, RequestHeader,
-    decode_request, encode_request, expected_frame_len, max_request_len,
+    decode_request, decode_request_shared, encode_request, expected_frame_len, max_request_len,
 };
 pub use response::{
     Response, ResponseError, decode_response, encode_response, encode_response_head,

@@ -579,10 +579,10 @@ impl Kind {
         }
     }
 
-    /// Builds the command from a frame whose shape has been checked.
-    fn build(self, extras: &[u8], key: &[u8], value: &[u8]) -> Command {
+    /// Builds the command from a frame whose shape has been checked; `value` is the
+    /// frame's value, already copied or sliced out (see [`decode_request_shared`]).
+    fn build(self, extras: &[u8], key: &[u8], value: Bytes) -> Command {
         let key_bytes = || Bytes::copy_from_slice(key);
-        let value_bytes = || Bytes::copy_from_slice(value);
         match self {
             Kind::Get { quiet, return_key } => Command::Get {
                 key: key_bytes(),
@@ -603,31 +603,31 @@ impl Kind {
                 key: key_bytes(),
                 flags: be_u32(extras, 0),
                 exptime: be_u32(extras, 4),
-                value: value_bytes(),
+                value,
                 quiet,
             },
             Kind::Add { quiet } => Command::Add {
                 key: key_bytes(),
                 flags: be_u32(extras, 0),
                 exptime: be_u32(extras, 4),
-                value: value_bytes(),
+                value,
                 quiet,
             },
             Kind::Replace { quiet } => Command::Replace {
                 key: key_bytes(),
                 flags: be_u32(extras, 0),
                 exptime: be_u32(extras, 4),
-                value: value_bytes(),
+                value,
                 quiet,
             },
             Kind::Append { quiet } => Command::Append {
                 key: key_bytes(),
-                value: value_bytes(),
+                value,
                 quiet,
             },
             Kind::Prepend { quiet } => Command::Prepend {
                 key: key_bytes(),
-                value: value_bytes(),
+                value,
                 quiet,
             },
             Kind::Delete { quiet } => Command::Delete {
@@ -662,11 +662,11 @@ impl Kind {
             Kind::SaslListMechs => Command::SaslListMechs,
             Kind::SaslAuth => Command::SaslAuth {
                 mechanism: key_bytes(),
-                data: value_bytes(),
+                data: value,
             },
             Kind::SaslStep => Command::SaslStep {
                 mechanism: key_bytes(),
-                data: value_bytes(),
+                data: value,
             },
         }
     }
@@ -737,6 +737,21 @@ fn judge(raw: &RawHeader, limits: &Limits) -> Verdict {
 /// The decoder never answers `Incomplete` to a buffer of [`max_request_len`] bytes, so a
 /// connection's read buffer need never grow beyond that.
 pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Rejection>> {
+    decode(buf, None, limits)
+}
+
+/// [`decode_request`] over shared bytes: a value is a slice of `buf` rather than a copy.
+/// The answer is the one `decode_request` gives for the same bytes. See
+/// `ascii::decode_request_shared` for why.
+pub fn decode_request_shared(buf: &Bytes, limits: &Limits) -> Decoded<Result<Request, Rejection>> {
+    decode(buf, Some(buf), limits)
+}
+
+fn decode(
+    buf: &[u8],
+    shared: Option<&Bytes>,
+    limits: &Limits,
+) -> Decoded<Result<Request, Rejection>> {
     let Some(&magic) = buf.first() else {
         return Decoded::Incomplete;
     };
@@ -768,6 +783,10 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Decoded<Result<Request, Re
                 // `judge` has checked the lengths; should that ever change, this is still
                 // just an inconsistent frame.
                 return reject(buf, &raw, &header, limits, Status::InvalidArguments);
+            };
+            let value = match shared {
+                Some(shared) => shared.slice(frame_len - value.len()..frame_len),
+                None => Bytes::copy_from_slice(value),
             };
             Decoded::Done {
                 item: Ok(Request {
