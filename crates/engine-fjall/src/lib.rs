@@ -389,10 +389,11 @@ impl Engine for FjallEngine {
     /// so writers did not wait. Eight writers of 512 KiB values through an 8 MiB write
     /// buffer took it to 30-34 MiB once overwriting a large value no longer read it back
     /// (`value_len`), against 20 MiB allowed by the store's durability test; sealing here,
-    /// it peaked at 10-11 MiB in 10 runs of that test. Sealing
-    /// rotates fjall's journal (a new file), which costs a write that was about to wait
-    /// anyway. `rotate_memtable` is public but hidden from fjall's documentation;
-    /// `Cargo.lock` pins the version and that test guards it.
+    /// it peaked at 10-11 MiB in 10 runs of that test. Sealing rotates fjall's journal (a
+    /// new file, synced with its directory) on the thread that asks, at most once per
+    /// flush and only when that write was about to wait anyway; the other connections of
+    /// that thread wait for those milliseconds too. `rotate_memtable` is public but hidden
+    /// from fjall's documentation; `Cargo.lock` pins the version and that test guards it.
     fn write_buffer_full(&self) -> bool {
         if self.write_buffer_bytes() <= self.write_buffer_limit {
             return false;
