@@ -11,23 +11,12 @@ use std::time::Duration;
 use murakumo_engine::Engine;
 use murakumo_engine::keys::DEFAULT_NAMESPACE as NS;
 use murakumo_server::ops::{ItemCursor, StoreRequest};
-use murakumo_server::placement::partition_of;
 use murakumo_server::{Clock, Exptime, Store};
 
 mod support;
-use support::{MeasuringEngine, sweeping_every};
+use support::{MeasuringEngine, keys_in_one_partition, sweeping_every};
 
 const VALUE_LEN: usize = 64 * 1024;
-
-/// Keys that all land in one partition, so that a chunk of the walk is full of them.
-fn keys_in_one_partition(count: usize) -> Vec<String> {
-    let target = partition_of(NS, b"big:0");
-    (0..)
-        .map(|i| format!("big:{i}"))
-        .filter(|key| partition_of(NS, key.as_bytes()) == target)
-        .take(count)
-        .collect()
-}
 
 async fn store_with_large_items(expiring: bool) -> (Store, Arc<MeasuringEngine>, Clock) {
     let engine = Arc::new(MeasuringEngine::default());
@@ -39,7 +28,8 @@ async fn store_with_large_items(expiring: bool) -> (Store, Arc<MeasuringEngine>,
         clock.clone(),
     )
     .unwrap();
-    for key in keys_in_one_partition(100) {
+    // All in one partition, so that a chunk of the walk is full of them.
+    for key in keys_in_one_partition("big:", 100) {
         let mut request = StoreRequest::set(key, vec![7u8; VALUE_LEN]);
         if expiring {
             request.exptime = Exptime(5);

@@ -17,7 +17,7 @@ use murakumo_server::placement::partition_of;
 use murakumo_server::{Clock, Exptime, Store, StoreConfig, StoreError};
 
 mod support;
-use support::{MeasuringEngine, sweeping_every};
+use support::{MeasuringEngine, keys_in_one_partition, sweeping_every};
 
 const T0: u32 = 1_700_000_000;
 
@@ -540,23 +540,16 @@ async fn sweep_scans_only_partitions_that_can_hold_something_to_reclaim() {
     store.shutdown().await;
 }
 
-/// `count` keys that all fall in one partition (that of `anchor`).
-fn keys_in_one_partition(count: usize) -> Vec<String> {
-    let target = partition_of(NS, b"anchor");
-    (0..)
-        .map(|i| format!("same{i}"))
-        .filter(|k| partition_of(NS, k.as_bytes()) == target)
-        .take(count)
-        .collect()
-}
-
 #[tokio::test]
 async fn a_partition_is_read_again_once_a_tenth_of_it_has_lapsed_or_a_crawl_asks() {
     let (store, clock) = open_sweeping_every(Duration::from_millis(10), 16);
     let partitions = u64::from(murakumo_server::placement::PARTITIONS);
     assert!(eventually(|| store.stats().sweep_scans >= partitions).await);
     // 100 records in one partition, lapsing at +10 s, +20 s, ... +1000 s.
-    for (key, lapse) in keys_in_one_partition(100).iter().zip((10..).step_by(10)) {
+    for (key, lapse) in keys_in_one_partition("same", 100)
+        .iter()
+        .zip((10..).step_by(10))
+    {
         let mut r = req(key, "v", StoreMode::Set);
         r.exptime = Exptime(lapse);
         store.store(NS, r).await.unwrap();
@@ -593,7 +586,7 @@ async fn a_partition_is_read_again_once_a_tenth_of_it_has_lapsed_or_a_crawl_asks
 #[tokio::test]
 async fn a_few_lapsed_records_wait_at_most_ten_minutes_for_their_space() {
     let (store, clock) = open_sweeping_every(Duration::from_millis(10), 16);
-    let keys = keys_in_one_partition(30);
+    let keys = keys_in_one_partition("same", 30);
     // One record of 30 lapses, at +10 s: the writer reported it, so the partition is read
     // and the record reclaimed when it lapses.
     for (i, key) in keys.iter().enumerate() {

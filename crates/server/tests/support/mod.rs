@@ -7,8 +7,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use murakumo_engine::keys::DEFAULT_NAMESPACE;
 use murakumo_engine::{Engine, EngineError, KeyHead, KeyValue, MemoryEngine, Table, WriteBatch};
+use murakumo_server::placement::partition_of;
 use murakumo_server::{StoreConfig, SweepConfig};
+
+/// `count` keys of the default namespace, `prefix` followed by a number, that all fall in
+/// one partition (that of `prefix0`, the first of them).
+pub fn keys_in_one_partition(prefix: &str, count: usize) -> Vec<String> {
+    let target = partition_of(DEFAULT_NAMESPACE, format!("{prefix}0").as_bytes());
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|key| partition_of(DEFAULT_NAMESPACE, key.as_bytes()) == target)
+        .take(count)
+        .collect()
+}
 
 /// A store configuration whose sweep passes come every `pass_interval`, without pauses
 /// between partitions, reading `chunk` records at a time (small, so that a pass takes
