@@ -104,6 +104,49 @@ const WRITE_STALL_LIMIT: Duration = Duration::from_secs(1);
 /// How often a waiting write looks again: the timer's resolution.
 const WRITE_STALL_STEP: Duration = Duration::from_millis(1);
 
+/// Connections on a thread (tasks on its runtime) from which a write waits one turn of the
+/// runtime before it commits; see [`others_may_join`].
+const GATHER_FROM_TASKS: usize = 5;
+
+/// Whether other writes may arrive on this thread in the current turn of its runtime, so
+/// that a write waiting one turn would share its commit with them.
+///
+/// Why: with no pipelining each connection sends one write at a time, so a write that
+/// commits at once is almost always alone in its group, and each pays the engine batch
+/// and the journal's `write` on its own. The connections the same `epoll_wait` woke run in
+/// one turn; a write that waits for the end of that turn is committed with theirs. With
+/// 50 connections sending 100 B sets (2 threads), groups grew from 1 to about 3.5 jobs,
+/// the connection threads' CPU per set fell from 8.1 to 7.1 us, and sets per second rose
+/// 20-25%. With only a few connections per thread nobody joins, and the wait is pure
+/// latency: at 4 connections (2 per thread) sets per second fell 3-6%. So a write waits
+/// only on a thread that serves several connections. Idle ones count too; the cost there
+/// is one extra poll of the writing task.
+fn others_may_join() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|runtime| runtime.metrics().num_alive_tasks() >= GATHER_FROM_TASKS)
+}
+
+/// Lets every other task that is ready on this thread run before the caller goes on.
+///
+/// Not `tokio::task::yield_now`: that one defers the wakeup until the runtime has polled
+/// its I/O driver, an extra `epoll_wait` per turn (0.11 -> 0.20 per set at 50
+/// connections); in one alternating series it gave +20% sets per second to this +25%. A
+/// task that wakes itself goes to the back of its runtime's run queue, behind the tasks
+/// the last poll of the driver made ready.
+async fn yield_one_turn() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
 /// Counters the store maintains, with memcached's names where one exists.
 #[derive(Debug, Default)]
 pub struct StoreStats {
@@ -560,11 +603,18 @@ impl Store {
             self.wait_for_write_buffer().await;
         }
         let (reply, answer) = oneshot::channel();
-        self.enqueue(Job::Mutate {
+        let job = Job::Mutate {
             namespace,
             op,
             reply,
-        })?;
+        };
+        if self.writer.is_inline() && others_may_join() {
+            self.queue(job)?;
+            yield_one_turn().await;
+            self.commit_queued();
+        } else {
+            self.enqueue(job)?;
+        }
         answer.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
@@ -591,18 +641,29 @@ impl Store {
     /// Queues a job for the writer and, when commits run inline, commits it (and whatever
     /// else is queued) on this thread.
     fn enqueue(&self, job: Job) -> Result<(), StoreError> {
+        self.queue(job)?;
+        self.commit_queued();
+        Ok(())
+    }
+
+    /// Queues a job for the writer without committing it.
+    fn queue(&self, job: Job) -> Result<(), StoreError> {
         if self.shared.writer_closed.load(Ordering::Acquire) {
             return Err(StoreError::ShuttingDown);
         }
-        self.jobs.send(job).map_err(|_| StoreError::ShuttingDown)?;
+        self.jobs.send(job).map_err(|_| StoreError::ShuttingDown)
+    }
+
+    /// When commits run inline, commits whatever is queued on this thread (unless another
+    /// thread is already doing so); either way makes sure a job that raced shutdown is
+    /// answered rather than stranded.
+    fn commit_queued(&self) {
         if self.writer.is_inline() {
             self.writer.drain();
         }
         if self.shared.writer_closed.load(Ordering::Acquire) {
-            // Shutdown raced this job: make sure it is answered rather than stranded.
             self.writer.reject_queued();
         }
-        Ok(())
     }
 
     /// set / add / replace / append / prepend / cas.

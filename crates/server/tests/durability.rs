@@ -114,6 +114,55 @@ async fn concurrent_writers_share_commit_groups() {
     store.shutdown().await;
 }
 
+/// With periodic sync the submitting tasks commit. Writes from the tasks that are ready
+/// in one turn of a busy runtime (a connection thread serving many connections) wait for
+/// the end of the turn and share one commit; on a runtime with only a couple of tasks a
+/// write commits at once, since nobody would join it.
+#[tokio::test(flavor = "current_thread")]
+async fn writes_ready_in_one_turn_share_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), SyncPolicy::Periodic(Duration::from_millis(5)));
+    let groups_for = |writers: usize, round: usize| {
+        let store = store.clone();
+        async move {
+            let before = store.stats().commit_groups;
+            // Spawned tasks first run when this one awaits: all of them in one turn.
+            let tasks: Vec<_> = (0..writers)
+                .map(|writer| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let key = format!("r{round}-w{writer}");
+                        store.store(NS, StoreRequest::set(key.clone(), key)).await
+                    })
+                })
+                .collect();
+            for task in tasks {
+                assert!(matches!(
+                    task.await.unwrap(),
+                    Ok(StoreOutcome::Stored { .. })
+                ));
+            }
+            store.stats().commit_groups - before
+        }
+    };
+    // The background writer's tick may commit some of them first, hence "at most 2".
+    let busy = groups_for(16, 0).await;
+    assert!(busy <= 2, "16 writes ready in one turn took {busy} commits");
+    let quiet = groups_for(2, 1).await;
+    assert_eq!(quiet, 2, "a write on a quiet runtime commits at once");
+    for round in 0..2 {
+        let writers = [16, 2][round];
+        for writer in 0..writers {
+            let key = format!("r{round}-w{writer}");
+            assert_eq!(
+                store.get(NS, key.as_bytes()).unwrap().unwrap().value,
+                key.as_bytes()
+            );
+        }
+    }
+    store.shutdown().await;
+}
+
 #[test]
 fn shutdown_does_not_wait_for_the_sync_interval() {
     let dir = tempfile::tempdir().unwrap();
