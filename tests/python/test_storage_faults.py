@@ -346,7 +346,7 @@ def test_a_power_cut_keeps_what_the_default_policy_had_synced(lossy_disk, muraku
         for key in keys:
             assert conn.set(key, value_for(key)) == b"STORED"
     assert table_files(data_dir), "fjall flushed no memtable to a table file"
-    # The syncer fsyncs every 5 ms; a second is ample.
+    # The syncer fsyncs every 10 ms by default; a second is ample.
     time.sleep(1.0)
     srv.kill9()
     lossy_disk.power_cut()

@@ -16,7 +16,7 @@ use clap::{Args, ValueEnum};
 use murakumo_engine_fjall::{FjallEngine, FjallOptions};
 use murakumo_gateway::{ConnectionWorkers, Gateway, GatewayConfig, read_memory_limit};
 use murakumo_protocol::Limits;
-use murakumo_server::{Clock, Store, StoreConfig, SyncPolicy};
+use murakumo_server::{Clock, DEFAULT_SYNC_INTERVAL_MS, Store, StoreConfig, SyncPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -46,7 +46,7 @@ pub struct DevArgs {
     #[arg(long, value_enum, default_value_t = SyncMode::Periodic)]
     sync: SyncMode,
     /// fsync interval for --sync periodic, in milliseconds.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    #[arg(long, default_value_t = DEFAULT_SYNC_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     sync_interval_ms: u64,
     /// Most simultaneous client connections (memcached -c).
     #[arg(long, short = 'c', default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]

@@ -82,4 +82,7 @@ pub use access::AccessInfo;
 pub use clock::Clock;
 pub use error::StoreError;
 pub use expiry::Exptime;
-pub use store::{Store, StoreConfig, StoreStats, StoreStatsSnapshot, SweepConfig, SyncPolicy};
+pub use store::{
+    DEFAULT_SYNC_INTERVAL_MS, Store, StoreConfig, StoreStats, StoreStatsSnapshot, SweepConfig,
+    SyncPolicy,
+};
