@@ -619,6 +619,53 @@ async fn a_few_lapsed_records_wait_at_most_ten_minutes_for_their_space() {
     store.shutdown().await;
 }
 
+#[tokio::test]
+async fn keys_rewritten_before_they_lapse_are_read_less_and_less_often() {
+    let (store, clock) = open_sweeping_every(Duration::from_millis(10), 16);
+    let partitions = u64::from(murakumo_server::placement::PARTITIONS);
+    assert!(eventually(|| store.stats().sweep_scans >= partitions).await);
+    // A cache refreshing its keys: a TTL of 30 s, every key rewritten every 20 s. Each
+    // version would lapse 10 s after the next one replaces it, so whenever the partition
+    // falls due there is nothing in it to reclaim.
+    let keys = keys_in_one_partition("churn", 10);
+    let rewrite_all = || async {
+        for key in &keys {
+            let mut r = req(key, "v", StoreMode::Set);
+            r.exptime = Exptime(30);
+            store.store(NS, r).await.unwrap();
+        }
+    };
+    let before = store.stats().sweep_scans;
+    // 600 s of it. The versions replaced each round fall due in every round after the
+    // first: read every time, that is 29 scans; backing off from 30 s, doubling up to the
+    // ten-minute bound, it is a handful.
+    for _ in 0..30 {
+        rewrite_all().await;
+        clock.advance(20);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let scans = store.stats().sweep_scans - before;
+    assert!(scans >= 1, "the partition fell due and was never read");
+    assert!(
+        scans <= 6,
+        "{scans} scans of a partition that held nothing to reclaim"
+    );
+    assert_eq!(store.stats().reclaimed, 0);
+    // The refreshing stops. The last versions lapse 30 s after the last rewrite, 10 s ago,
+    // and wait no longer than the usual bound for their space.
+    clock.advance(20 + 600);
+    assert!(eventually(|| store.stats().reclaimed == 10).await);
+    assert_eq!(store.stats().curr_items, 0);
+    // A scan that reclaimed something ends the backoff: a record written now and lapsing
+    // in 5 s is reclaimed when it lapses.
+    let mut lapsing = req(&keys[0], "v", StoreMode::Set);
+    lapsing.exptime = Exptime(5);
+    store.store(NS, lapsing).await.unwrap();
+    clock.advance(5);
+    assert!(eventually(|| store.stats().reclaimed == 11).await);
+    store.shutdown().await;
+}
+
 /// A store on `engine` whose sweep passes come every 10 ms, as in the tests above.
 fn reopen_sweeping(engine: &Arc<dyn murakumo_engine::Engine>, clock: &Clock) -> Store {
     let config = sweeping_every(Duration::from_millis(10), 16);
