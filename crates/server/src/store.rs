@@ -52,9 +52,9 @@ pub enum SyncPolicy {
 /// fills), and the cores it interrupts are the ones serving requests. On a pipeline-1
 /// 1:10 load at 50 connections, halving the rate (about 140 -> 80 fsyncs a second)
 /// raised throughput 4-8% in four alternating series of 5-6 runs (machine CPU per
-/// request, from `/proc/stat`, 9.94 -> 9.47 us; idle per request 0.59 -> 0.39 us). Lowering the
-/// syncer's priority or making it `SCHED_BATCH` did not help: the cost is the I/O, not the
-/// thread. A power cut can now lose the last 10 ms of acknowledged writes instead of 5;
+/// request, from `/proc/stat`, 9.94 -> 9.47 us; idle per request 0.59 -> 0.39 us).
+/// Lowering the syncer's priority or making it `SCHED_BATCH` did not help: the cost is
+/// the I/O, not the thread. A power cut can now lose the last 10 ms of acknowledged writes instead of 5;
 /// a process crash still loses nothing, and `--sync always` nothing at all.
 pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 10;
 
@@ -623,6 +623,9 @@ impl Store {
             reply,
         };
         if self.writer.is_inline() && others_may_join() {
+            // Should this task be dropped while it waits (its runtime shutting down), the
+            // job is still committed by the next drain or the writer thread's tick, as a
+            // job taken into someone else's group would be.
             self.queue(job)?;
             yield_one_turn().await;
             self.commit_queued();
