@@ -308,3 +308,13 @@ def test_cachedump_lists_items_in_memcached_form(server_factory, target):
         assert c.cmd("stats cachedump 99 0") == b"CLIENT_ERROR Illegal slab id"
         assert c.cmd("stats cachedump 1") == b"CLIENT_ERROR bad command line"
         assert c.cmd("version").startswith(b"VERSION ")
+
+
+def test_the_node_runs_without_transparent_huge_pages(murakumo_factory):
+    """Huge pages zeroed inside requests made tails and RSS worse (see `dev.rs`)."""
+    srv = murakumo_factory()
+    with open(f"/proc/{srv.proc.pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status if ":" in line)
+    if "THP_enabled" not in fields:
+        pytest.skip("this kernel does not report THP_enabled")
+    assert fields["THP_enabled"].strip() == "0"
