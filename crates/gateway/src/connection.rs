@@ -195,37 +195,27 @@ impl Connection {
                 });
             let flow = match protocol {
                 Protocol::Ascii => match self.next_request(&ASCII) {
-                    Decoded::Incomplete => return Ok(Flow::Continue),
-                    Decoded::Done { item, .. } => {
-                        self.command_started();
-                        match item {
-                            Ok(request) => self.execute_ascii(request).await?,
-                            Err(rejection) => {
-                                if let Some(key) = rejection.invalidates {
-                                    self.drop_stale_value(key).await;
-                                }
-                                if !rejection.noreply {
-                                    ascii::encode_response(
-                                        &ascii::Response::Error(rejection.reply),
-                                        &mut self.out,
-                                    );
-                                }
-                                self.after_error(rejection.after)
-                            }
+                    None => return Ok(Flow::Continue),
+                    Some(Ok(request)) => self.execute_ascii(request).await?,
+                    Some(Err(rejection)) => {
+                        if let Some(key) = rejection.invalidates {
+                            self.drop_stale_value(key).await;
                         }
+                        if !rejection.noreply {
+                            ascii::encode_response(
+                                &ascii::Response::Error(rejection.reply),
+                                &mut self.out,
+                            );
+                        }
+                        self.after_error(rejection.after)
                     }
                 },
                 Protocol::Binary => match self.next_request(&BINARY) {
-                    Decoded::Incomplete => return Ok(Flow::Continue),
-                    Decoded::Done { item, .. } => {
-                        self.command_started();
-                        match item {
-                            Ok(request) => self.execute_binary(request).await?,
-                            Err(rejection) => {
-                                binary::encode_response(&rejection.response, &mut self.out);
-                                self.after_error(rejection.after)
-                            }
-                        }
+                    None => return Ok(Flow::Continue),
+                    Some(Ok(request)) => self.execute_binary(request).await?,
+                    Some(Err(rejection)) => {
+                        binary::encode_response(&rejection.response, &mut self.out);
+                        self.after_error(rejection.after)
                     }
                 },
             };
@@ -471,8 +461,8 @@ impl Connection {
 }
 
 impl Connection {
-    /// Decodes the request at the front of the read buffer and removes its bytes
-    /// (`consumed` is only informative).
+    /// Decodes the request at the front of the read buffer, removes its bytes and marks
+    /// a command as started; `None` while the frame is incomplete.
     ///
     /// A whole frame of [`SHARE_VALUES_FROM`] bytes or more whose length is known is split
     /// off the buffer and decoded in place, so that its value is a slice of the buffer
@@ -480,7 +470,7 @@ impl Connection {
     /// Anything but a clean decode of exactly that frame (only a malformed one does that)
     /// puts it back, and the request is decoded as usual: the answer is always the one the
     /// whole buffer gives.
-    fn next_request<T, E>(&mut self, codec: &Codec<T, E>) -> Decision<T, E> {
+    fn next_request<T, E>(&mut self, codec: &Codec<T, E>) -> Option<Result<T, E>> {
         let limits = self.gateway.config.limits;
         if self.input.len() >= SHARE_VALUES_FROM
             && let Some(len) = (codec.expected_frame_len)(&self.input, &limits)
@@ -491,7 +481,10 @@ impl Connection {
                 Decoded::Done {
                     item: item @ Ok(_),
                     consumed,
-                } if consumed == len => return Decoded::Done { item, consumed },
+                } if consumed == len => {
+                    self.command_started();
+                    return Some(item);
+                }
                 _ => {
                     let mut restored = BytesMut::with_capacity(len + self.input.len());
                     restored.extend_from_slice(&frame);
@@ -500,11 +493,14 @@ impl Connection {
                 }
             }
         }
-        let decoded = (codec.decode)(&self.input, &limits);
-        if let Decoded::Done { consumed, .. } = decoded {
-            self.input.advance(consumed);
+        match (codec.decode)(&self.input, &limits) {
+            Decoded::Incomplete => None,
+            Decoded::Done { item, consumed } => {
+                self.input.advance(consumed);
+                self.command_started();
+                Some(item)
+            }
         }
-        decoded
     }
 
     /// Room the next read needs: the rest of the frame at the front of the buffer when its

@@ -186,14 +186,7 @@ fn sweep_until_stopped(
                     });
                 } else {
                     if resume.fell_due {
-                        sweep.idle_backoff = if left.reclaimable == 0 {
-                            sweep
-                                .idle_backoff
-                                .saturating_mul(2)
-                                .clamp(FIRST_IDLE_BACKOFF, MAX_RECLAIM_LAG)
-                        } else {
-                            0
-                        };
+                        sweep.judge_due_scan(left.reclaimable);
                     }
                     sweep.clean = Some(left.into_clean(resume.flushed));
                 }
@@ -235,6 +228,19 @@ impl PartitionSweep {
         let bound = earlier(clean.first_due, written)
             .map_or(u32::MAX, |first| first.saturating_add(MAX_RECLAIM_LAG));
         Some(due.saturating_add(self.idle_backoff).min(bound))
+    }
+
+    /// After a whole scan that a regular pass started because something fell due: one that
+    /// found nothing to reclaim doubles the backoff (from [`FIRST_IDLE_BACKOFF`]), one that
+    /// found anything ends it.
+    fn judge_due_scan(&mut self, reclaimable: u64) {
+        self.idle_backoff = if reclaimable == 0 {
+            self.idle_backoff
+                .saturating_mul(2)
+                .clamp(FIRST_IDLE_BACKOFF, MAX_RECLAIM_LAG)
+        } else {
+            0
+        };
     }
 }
 
