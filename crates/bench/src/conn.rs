@@ -37,6 +37,8 @@ pub(crate) struct Conn {
     timeout: Duration,
     max_buffered: usize,
     protocol: Protocol,
+    /// Expiry of every set, in seconds; 0 for never.
+    ttl: u32,
 }
 
 impl Conn {
@@ -45,6 +47,7 @@ impl Conn {
         timeout: Duration,
         value_size: usize,
         protocol: Protocol,
+        ttl: u32,
     ) -> Result<Self, BenchError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(server)).await {
             Ok(Ok(stream)) => stream,
@@ -76,6 +79,7 @@ impl Conn {
             timeout,
             max_buffered: value_size.saturating_mul(2).saturating_add(REPLY_SLACK),
             protocol,
+            ttl,
         })
     }
 
@@ -115,15 +119,21 @@ impl Conn {
                 value,
                 key: key.clone(),
                 flags: FLAGS,
-                exptime: 0,
+                exptime: i64::from(self.ttl),
                 noreply: false,
             },
-            Protocol::Meta => Request::MetaSet(MetaSet {
-                key: key.clone(),
-                base64: false,
-                flags: vec![MetaSetFlag::ClientFlags(FLAGS)],
-                value,
-            }),
+            Protocol::Meta => {
+                let mut flags = vec![MetaSetFlag::ClientFlags(FLAGS)];
+                if self.ttl > 0 {
+                    flags.push(MetaSetFlag::Ttl(i64::from(self.ttl)));
+                }
+                Request::MetaSet(MetaSet {
+                    key: key.clone(),
+                    base64: false,
+                    flags,
+                    value,
+                })
+            }
         };
         ascii::encode_request(&request, &mut self.write_buf);
         self.expects.push(Expect::Set { key });
@@ -151,6 +161,7 @@ impl Conn {
             timeout,
             max_buffered,
             protocol: _,
+            ttl: _,
         } = self;
         let timeout = *timeout;
         let max_buffered = *max_buffered;

@@ -31,6 +31,8 @@ const MAX_KEY_LEN: usize = 250;
 /// probe a server started with a larger `-I`), but bounded so a typo cannot allocate
 /// gigabytes per request.
 const MAX_VALUE_SIZE: u32 = 128 * 1024 * 1024;
+/// The longest `--ttl`: memcached reads an `exptime` over 30 days as a Unix time.
+const MAX_TTL: u32 = 60 * 60 * 24 * 30;
 
 /// Deepest `--pipeline` accepted.
 const MAX_PIPELINE: u32 = 10_000;
@@ -101,6 +103,13 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_VALUE_SIZE)))]
     pub value_size: u32,
 
+    /// Expiry of every stored item, in seconds (the `exptime` of `set`, `T` of `ms`); 0
+    /// means the items never expire. A get of an item that has expired is a miss, not an
+    /// error. At most 30 days: memcached reads a larger `exptime` as a Unix time.
+    #[arg(long, value_name = "SECS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_TTL)))]
+    pub ttl: u32,
+
     /// Length of the timed load phase; 0 means no timed phase.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub duration: u64,
@@ -157,6 +166,12 @@ impl BenchArgs {
         }
         if self.pipeline > MAX_PIPELINE {
             return invalid(format!("--pipeline is at most {MAX_PIPELINE}"));
+        }
+        if self.ttl > MAX_TTL {
+            return invalid(format!(
+                "--ttl is at most {MAX_TTL} seconds (30 days): memcached reads a larger \
+                 exptime as a Unix time"
+            ));
         }
         if self.value_size > MAX_VALUE_SIZE {
             return invalid(format!("--value-size is at most {MAX_VALUE_SIZE}"));
@@ -223,6 +238,7 @@ impl BenchArgs {
             keys: self.keys,
             key_prefix: self.key_prefix.clone(),
             value_size: self.value_size as usize,
+            ttl: self.ttl,
             duration: Duration::from_secs(self.duration),
             max_ops: self.max_ops,
             rate: self.rate,

@@ -253,6 +253,8 @@ pub struct Settings {
     pub key_prefix: String,
     /// Value length in bytes.
     pub value_size: usize,
+    /// Expiry of stored items in seconds; 0 for never.
+    pub ttl: u32,
     /// Length of the timed phase; zero when there was none.
     pub duration: Duration,
     /// Cap on load requests, if any.
@@ -304,6 +306,7 @@ impl Report {
             .u64("keys", s.keys)
             .str("key_prefix", &s.key_prefix)
             .u64("value_size", s.value_size as u64)
+            .u64("ttl_secs", u64::from(s.ttl))
             .f64("duration_secs", s.duration.as_secs_f64())
             .opt_u64("max_ops", s.max_ops)
             .opt_u64("rate", s.rate)
@@ -328,6 +331,13 @@ impl fmt::Display for Report {
             "murakumo bench → {}: {} connections, pipeline {}, set:get {} ({} protocol), {} keys, {}-byte values, seed {}",
             s.server, s.connections, s.pipeline, s.ratio, s.protocol, s.keys, s.value_size, s.seed
         )?;
+        if s.ttl > 0 {
+            writeln!(
+                f,
+                "items expire {} s after each set; a get of an expired item is a miss",
+                s.ttl
+            )?;
+        }
         if let Some(rate) = s.rate {
             writeln!(
                 f,
@@ -502,6 +512,7 @@ mod tests {
                 keys: 10,
                 key_prefix: "bench:".into(),
                 value_size: 100,
+                ttl: 0,
                 duration: ms(1500),
                 max_ops: None,
                 rate: None,
@@ -527,7 +538,7 @@ mod tests {
     #[test]
     fn json_has_the_documented_shape() {
         let text = sample_report().to_json();
-        assert!(text.starts_with(r#"{"settings":{"server":"127.0.0.1:11211","connections":2,"pipeline":4,"ratio":"1:10","protocol":"text","keys":10,"key_prefix":"bench:","value_size":100,"duration_secs":1.500,"max_ops":null,"rate":null,"seed":1},"prefill":{"elapsed_secs":0.500,"ops":1,"ops_per_sec":2.000,"hits":0,"misses":0,"errors":1,"#), "{text}");
+        assert!(text.starts_with(r#"{"settings":{"server":"127.0.0.1:11211","connections":2,"pipeline":4,"ratio":"1:10","protocol":"text","keys":10,"key_prefix":"bench:","value_size":100,"ttl_secs":0,"duration_secs":1.500,"max_ops":null,"rate":null,"seed":1},"prefill":{"elapsed_secs":0.500,"ops":1,"ops_per_sec":2.000,"hits":0,"misses":0,"errors":1,"#), "{text}");
         assert!(text.contains(r#""load":{"elapsed_secs":1.000,"ops":2,"ops_per_sec":2.000,"hits":1,"misses":0,"errors":1,"get":{"ops":2,"ops_per_sec":2.000,"p50_us":100,"p99_us":100,"p999_us":100,"max_us":100,"mean_us":100.000},"set":{"ops":0,"#), "{text}");
         assert!(
             text.ends_with(

@@ -130,10 +130,11 @@ async fn connect_all(args: &BenchArgs) -> Result<Vec<Conn>, BenchError> {
         let timeout = args.timeout();
         let value_size = args.value_size as usize;
         let protocol = args.protocol;
+        let ttl = args.ttl;
         tasks.spawn(async move {
             (
                 id,
-                Conn::connect(&server, timeout, value_size, protocol).await,
+                Conn::connect(&server, timeout, value_size, protocol, ttl).await,
             )
         });
     }

@@ -226,6 +226,72 @@ async fn max_ops_bounds_the_run_exactly() {
     assert!(load.hits > 0 && load.misses > 0, "{report}");
 }
 
+/// Gets only, of every key, from a server the last run loaded.
+async fn gets_of_every_key(addr: &str, protocol: &str) -> Report {
+    run(args(
+        addr,
+        &[
+            "--connections",
+            "2",
+            "--keys",
+            "200",
+            "--ratio",
+            "0:1",
+            "--duration",
+            "0",
+            "--max-ops",
+            "400",
+            "--protocol",
+            protocol,
+        ],
+    ))
+    .await
+    .expect("a gets-only run")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_makes_the_items_expire() {
+    let server = Memcached::start();
+    for protocol in ["text", "meta"] {
+        let prefill = run(args(
+            &server.addr,
+            &[
+                "--connections",
+                "2",
+                "--keys",
+                "200",
+                "--prefill",
+                "--duration",
+                "0",
+                "--ttl",
+                "3",
+                "--protocol",
+                protocol,
+            ],
+        ))
+        .await
+        .unwrap();
+        assert_eq!(prefill.errors(), 0, "{prefill}");
+        assert!(prefill.to_json().contains(r#""ttl_secs":3"#), "{prefill}");
+        let fresh = gets_of_every_key(&server.addr, protocol).await;
+        assert_eq!(load(&fresh).misses, 0, "{protocol}: {fresh}");
+        // memcached's clock ticks once a second, so an item set with exptime 3 is gone
+        // between 2 and 3 seconds later.
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
+        let expired = gets_of_every_key(&server.addr, protocol).await;
+        assert_eq!(expired.errors(), 0, "{expired}");
+        assert_eq!(load(&expired).hits, 0, "{protocol}: {expired}");
+    }
+}
+
+#[test]
+fn ttl_past_thirty_days_is_refused() {
+    let argv = ["bench", "--ttl", "2592001"];
+    assert!(Cli::try_parse_from(argv).is_err());
+    let argv = ["bench", "--ttl", "2592000"];
+    assert!(Cli::try_parse_from(argv).is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_never_offers_more_than_asked() {
     let server = Memcached::start();
