@@ -54,8 +54,9 @@ pub enum SyncPolicy {
 /// raised throughput 4-8% in four alternating series of 5-6 runs (machine CPU per
 /// request, from `/proc/stat`, 9.94 -> 9.47 us; idle per request 0.59 -> 0.39 us).
 /// Lowering the syncer's priority or making it `SCHED_BATCH` did not help: the cost is
-/// the I/O, not the thread. A power cut can now lose the last 10 ms of acknowledged writes instead of 5;
-/// a process crash still loses nothing, and `--sync always` nothing at all.
+/// the I/O, not the thread. A power cut can now lose the last 10 ms of acknowledged
+/// writes instead of 5; a process crash still loses nothing, and `--sync always` nothing
+/// at all.
 pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 10;
 
 impl Default for SyncPolicy {
@@ -617,21 +618,18 @@ impl Store {
             self.wait_for_write_buffer().await;
         }
         let (reply, answer) = oneshot::channel();
-        let job = Job::Mutate {
+        self.queue(Job::Mutate {
             namespace,
             op,
             reply,
-        };
+        })?;
         if self.writer.is_inline() && others_may_join() {
             // Should this task be dropped while it waits (its runtime shutting down), the
             // job is still committed by the next drain or the writer thread's tick, as a
             // job taken into someone else's group would be.
-            self.queue(job)?;
             yield_one_turn().await;
-            self.commit_queued();
-        } else {
-            self.enqueue(job)?;
         }
+        self.commit_queued();
         answer.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
