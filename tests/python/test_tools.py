@@ -1,7 +1,8 @@
 """Operators' tools: memcached-tool (from Debian's memcached package) and the commands it
 and monitoring scripts rely on: `lru_crawler metadump` (listing every key),
 `lru_crawler crawl` (reclaiming expired items now), the crawler's switches and knobs
-(`enable`, `disable`, `sleep`, `tocrawl`), `stats slabs` and `stats sizes`.
+(`enable`, `disable`, `sleep`, `tocrawl`), `stats slabs` and `stats sizes`; and murakumo's
+own `stats engine`.
 
 Each test starts its own server, so the key listings hold exactly what the test stored.
 Expected replies are memcached 1.6.18's, checked by running this file with
@@ -216,6 +217,40 @@ def test_slab_and_size_stats_are_well_formed(server_factory):
         assert sum(int(v) for k, v in per_class.items() if k.endswith(":get_hits")) == 1
         assert sum(int(v) for k, v in per_class.items() if k.endswith(":cmd_set")) == 10
         assert c.stats("sizes") == {"sizes_status": "disabled"}
+
+
+ENGINE_FIELDS = {
+    "engine_write_buffer_bytes", "engine_write_buffer_limit", "engine_sealed_memtables",
+    "engine_flushes_pending", "engine_compactions_running", "engine_compactions_done",
+    "engine_compaction_us", "engine_journal_files", "engine_tables", "engine_level0_tables",
+    "engine_blob_files", "engine_block_cache_bytes", "engine_block_cache_limit",
+    "engine_disk_bytes",
+}
+
+
+def test_engine_stats_follow_writes_and_flushes(murakumo_factory):
+    """`stats engine` shows the write buffer filling and flushes turning it into tables:
+    what an operator watches to see whether the disk keeps up with the writes."""
+    # 8 MiB: a 4 MiB memtable, so 12 MiB of sets flush several times.
+    srv = murakumo_factory(cache_mb=8)
+    with Conn(*srv.addr) as c:
+        fresh = c.stats("engine")
+        assert set(fresh) == ENGINE_FIELDS, fresh
+        assert all(v.isdigit() for v in fresh.values()), fresh
+        assert fresh["engine_tables"] == "0"
+        assert int(fresh["engine_write_buffer_limit"]) == 8 * 1024 * 1024
+        value = b"v" * 4000
+        load(c, {"engine:first": (value, 0, 0)})
+        assert int(c.stats("engine")["engine_write_buffer_bytes"]) >= len(value)
+        assert int(c.stats("engine")["engine_journal_files"]) >= 1
+        load(c, {f"engine:{i}": (value, 0, 0) for i in range(3000)})
+        deadline = time.monotonic() + 30
+        while int(c.stats("engine")["engine_tables"]) == 0:
+            assert time.monotonic() < deadline, c.stats("engine")
+            time.sleep(0.05)
+        after = c.stats("engine")
+        assert int(after["engine_write_buffer_bytes"]) <= int(after["engine_write_buffer_limit"])
+        assert int(after["engine_disk_bytes"]) > 0, after
 
 
 def test_memcached_tool_reports_complete(server_factory):

@@ -14,7 +14,9 @@ use bytes::Bytes;
 use fjall::{
     CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode,
 };
-use murakumo_engine::{Engine, EngineError, KeyHead, KeyValue, Table, WriteBatch, WriteOp};
+use murakumo_engine::{
+    Engine, EngineError, EngineMetrics, KeyHead, KeyValue, Table, WriteBatch, WriteOp,
+};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -375,6 +377,31 @@ impl Engine for FjallEngine {
 
     fn disk_space(&self) -> u64 {
         self.db.disk_space().unwrap_or(0)
+    }
+
+    /// Most of these are fjall's experimental (hidden) figures; `Cargo.lock` pins fjall's
+    /// version, and `metrics_follow_writes_flushes_and_compactions` checks that they move.
+    fn metrics(&self) -> EngineMetrics {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let both = |per_table: fn(&Keyspace) -> usize| {
+            count(per_table(&self.items)).saturating_add(count(per_table(&self.meta)))
+        };
+        EngineMetrics {
+            write_buffer_bytes: self.write_buffer_bytes(),
+            write_buffer_limit: self.write_buffer_limit,
+            sealed_memtables: both(Keyspace::sealed_memtable_count),
+            flushes_pending: count(self.db.outstanding_flushes()),
+            compactions_running: count(self.db.active_compactions()),
+            compactions_done: count(self.db.compactions_completed()),
+            compaction_micros: u64::try_from(self.db.time_compacting().as_micros())
+                .unwrap_or(u64::MAX),
+            journal_files: count(self.db.journal_count()),
+            tables: both(Keyspace::table_count),
+            level0_tables: both(Keyspace::l0_table_count),
+            blob_files: both(Keyspace::blob_file_count),
+            block_cache_bytes: self.db.cache_size(),
+            block_cache_limit: self.db.cache_capacity(),
+        }
     }
 
     /// Over the budget while a sealed memtable waits for its flush. Over the budget with

@@ -228,3 +228,65 @@ fn blob_files(dir: &std::path::Path) -> usize {
         })
         .sum()
 }
+
+/// `stats engine` reads these, so they must follow the engine's background work: a write
+/// fills the write buffer and the journal; flushes turn memtables into level-0 tables
+/// (large values into blob files) and empty the buffer; compaction merges the tables. A
+/// figure stuck at zero would tell an operator all is well when it is not.
+#[test]
+fn metrics_follow_writes_flushes_and_compactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FjallOptions::within(0);
+    let engine = FjallEngine::open(dir.path(), options).unwrap();
+    let fresh = engine.metrics();
+    assert_eq!(fresh.write_buffer_bytes, 0, "{fresh:?}");
+    assert_eq!(
+        (fresh.tables, fresh.level0_tables, fresh.blob_files),
+        (0, 0, 0)
+    );
+    assert_eq!(fresh.write_buffer_limit, options.write_buffer_limit());
+    assert_eq!(fresh.block_cache_limit, options.cache_bytes);
+
+    let mut batch = WriteBatch::new();
+    batch.put(Table::Items, &b"first"[..], vec![1u8; 1000]);
+    engine.write(batch).unwrap();
+    let written = engine.metrics();
+    assert!(written.write_buffer_bytes >= 1000, "{written:?}");
+    assert!(written.journal_files >= 1, "{written:?}");
+
+    // Six 4 MiB memtables' worth of 1 KiB records over a few thousand keys, each batch
+    // with one record large enough for a blob file: enough level-0 tables to compact.
+    for round in 0..24_u32 {
+        for chunk in 0..8_u32 {
+            let mut batch = WriteBatch::new();
+            for i in 0..128_u32 {
+                let key = (chunk * 128 + i).to_be_bytes().to_vec();
+                batch.put(Table::Items, key, vec![round as u8; 1024]);
+            }
+            batch.put(Table::Items, &b"large"[..], vec![round as u8; 8192]);
+            engine.write(batch).unwrap();
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let settled = loop {
+        let m = engine.metrics();
+        if m.compactions_done > 0 && m.sealed_memtables == 0 && m.flushes_pending == 0 {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no compaction within a minute: {m:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        settled.tables >= 1 && settled.blob_files >= 1,
+        "{settled:?}"
+    );
+    assert!(settled.level0_tables <= settled.tables, "{settled:?}");
+    assert!(settled.compaction_micros > 0, "{settled:?}");
+    assert!(
+        settled.write_buffer_bytes < written.write_buffer_bytes + 4 * 1024 * 1024,
+        "flushes did not empty the write buffer: {settled:?}"
+    );
+}

@@ -23,6 +23,50 @@ use bytes::Bytes;
 
 pub use memory::MemoryEngine;
 
+/// Figures an operator watches to see whether the engine keeps up with the write load; the
+/// reply to `stats engine`.
+///
+/// Why they are worth a stats group: an LSM takes writes into memory at once and pays for
+/// them later, in flushes and compactions on background threads. When those fall behind,
+/// nothing fails; writes slow down instead (fjall holds back writers once level 0 holds
+/// 20 runs, and halts them at 30), the disk fills with tables waiting to be merged, and the
+/// journal grows. These figures show the debt building before the latency does. An engine
+/// without a background side (the memory engine) reports zeros.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EngineMetrics {
+    /// Bytes of writes held in memory and not yet flushed to tables (every memtable,
+    /// sealed or not, in every table).
+    pub write_buffer_bytes: u64,
+    /// What the write buffer may hold before writes wait for a flush (see
+    /// [`Engine::write_buffer_full`]); 0 where there is no such bound.
+    pub write_buffer_limit: u64,
+    /// Memtables sealed and waiting to be flushed.
+    pub sealed_memtables: u64,
+    /// Flushes queued for the engine's worker threads.
+    pub flushes_pending: u64,
+    /// Compactions running now.
+    pub compactions_running: u64,
+    /// Compactions finished since start.
+    pub compactions_done: u64,
+    /// Time spent compacting since start, in microseconds.
+    pub compaction_micros: u64,
+    /// Journal files on disk: the active one and those whose memtables are not flushed
+    /// yet. (Not their size: fjall sizes the active journal to its limit up front, so its
+    /// length says nothing about what it holds; the write buffer does.)
+    pub journal_files: u64,
+    /// Tables on disk, in every level and every table.
+    pub tables: u64,
+    /// Tables in level 0, where every flush lands and which every read must search:
+    /// compaction keeps it to a few, so a count that climbs means compaction is behind.
+    pub level0_tables: u64,
+    /// Files holding large values apart from the tables (key-value separation).
+    pub blob_files: u64,
+    /// Bytes of data blocks in the block cache.
+    pub block_cache_bytes: u64,
+    /// The block cache's capacity in bytes.
+    pub block_cache_limit: u64,
+}
+
 /// The logical tables an engine keeps apart.
 ///
 /// Items and bookkeeping live in separate tables so that a scan over items (a partition
@@ -217,6 +261,12 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Bytes the engine occupies on disk (0 for memory engines); for `stats`.
     fn disk_space(&self) -> u64;
+
+    /// How far the engine's background work (flushes, compactions) is keeping up; for
+    /// `stats engine`. Zeros for an engine that has none.
+    fn metrics(&self) -> EngineMetrics {
+        EngineMetrics::default()
+    }
 
     /// Whether new writes should wait: the engine holds as many unflushed writes in
     /// memory as its budget allows, and a flush that will free some is under way.

@@ -198,6 +198,7 @@ pub(crate) fn render(gateway: &Gateway, group: Option<&[u8]>) -> StatsReply {
         // memcached too tracks item sizes only when started with `-o track_sizes`.
         Some(b"sizes") => StatsReply::Lines(vec![line("sizes_status", "disabled")]),
         Some(b"cluster") => StatsReply::Lines(cluster(gateway)),
+        Some(b"engine") => StatsReply::Lines(engine(gateway)),
         Some(b"reset") => {
             gateway.stats.reset();
             gateway.prefix_stats.clear();
@@ -406,6 +407,29 @@ fn slabs(gw: &Gateway) -> Vec<(String, String)> {
     lines.push(line("active_slabs", u8::from(store.curr_items > 0)));
     lines.push(line("total_malloced", store.cached_bytes));
     lines
+}
+
+/// `stats engine`: whether the storage engine's flushes and compactions keep up (see
+/// `EngineMetrics`). A group of its own, not general `stats`, because it describes the
+/// node's disk rather than the cache memcached clients and their monitoring know.
+fn engine(gw: &Gateway) -> Vec<(String, String)> {
+    let m = gw.store.engine_metrics();
+    vec![
+        line("engine_write_buffer_bytes", m.write_buffer_bytes),
+        line("engine_write_buffer_limit", m.write_buffer_limit),
+        line("engine_sealed_memtables", m.sealed_memtables),
+        line("engine_flushes_pending", m.flushes_pending),
+        line("engine_compactions_running", m.compactions_running),
+        line("engine_compactions_done", m.compactions_done),
+        line("engine_compaction_us", m.compaction_micros),
+        line("engine_journal_files", m.journal_files),
+        line("engine_tables", m.tables),
+        line("engine_level0_tables", m.level0_tables),
+        line("engine_blob_files", m.blob_files),
+        line("engine_block_cache_bytes", m.block_cache_bytes),
+        line("engine_block_cache_limit", m.block_cache_limit),
+        line("engine_disk_bytes", gw.store.stats().disk_bytes),
+    ]
 }
 
 /// Kai-style cluster fields; a single node is its own whole cluster.

@@ -823,6 +823,11 @@ impl Store {
         }
     }
 
+    /// The engine's background work: write buffer, flushes, compactions (`stats engine`).
+    pub fn engine_metrics(&self) -> murakumo_engine::EngineMetrics {
+        self.shared.engine.metrics()
+    }
+
     /// Starts a sweep pass now rather than at the next interval (`lru_crawler crawl`):
     /// expired and flushed items are reclaimed in the background, in every partition that
     /// holds any (a regular pass waits until enough of a partition has lapsed).
