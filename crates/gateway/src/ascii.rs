@@ -119,16 +119,20 @@ impl Connection {
                     .store
                     .fetch(
                         self.gateway.namespace,
-                        FetchRequest::touch(key, Exptime(exptime)),
+                        FetchRequest::touch(key.clone(), Exptime(exptime)),
                     )
                     .await
                 {
-                    Ok(FetchOutcome::Hit { .. }) => {
+                    Ok(FetchOutcome::Hit { item, .. }) => {
                         bump(&self.gateway.stats.touch_hits);
+                        // memcached's log counts a touch as a fetch.
+                        let size = Some(item.value.len());
+                        self.gateway.watchers.fetched(&key, size, self.fd);
                         Response::Touched
                     }
                     Ok(FetchOutcome::Miss) => {
                         bump(&self.gateway.stats.touch_misses);
+                        self.gateway.watchers.fetched(&key, None, self.fd);
                         Response::NotFound
                     }
                     Err(err) => store_error(&err),
@@ -187,6 +191,7 @@ impl Connection {
             }
             Request::LruCrawler(request) => self.lru_crawler(request).await?,
             Request::Quit => return Ok(Flow::Close),
+            Request::Watch(kinds) => return Ok(Flow::Watch(kinds)),
             Request::Shutdown { mode } => {
                 if !self.gateway.config.enable_shutdown {
                     self.out
@@ -259,6 +264,8 @@ impl Connection {
             };
             if let Ok(found) = &found {
                 self.gateway.prefix_stats.record_get(key, found.is_some());
+                let size = found.as_ref().map(|hit| hit.value().len());
+                self.gateway.watchers.fetched(key, size, self.fd);
             }
             match found {
                 Ok(Some(hit)) => {

@@ -232,6 +232,8 @@ impl Connection {
         if let Ok(found) = &found {
             // Unlike the text protocol's, memcached counts a binary touch as a get.
             self.gateway.prefix_stats.record_get(&key, found.is_some());
+            let size = found.as_ref().map(|item| item.value.len());
+            self.gateway.watchers.fetched(&key, size, self.fd);
         }
         match found {
             Ok(Some(item)) => {

@@ -15,6 +15,7 @@ use crate::Gateway;
 use crate::closing::Closing;
 use crate::conns::{ConnState, Registration};
 use crate::stats::bump;
+use crate::watch::{self, CloseReason, Watcher};
 
 /// Initial read buffer; it grows only as far as one maximal frame needs.
 const READ_CHUNK: usize = 16 * 1024;
@@ -80,6 +81,8 @@ pub(crate) enum Flow {
     Continue,
     /// Write what is buffered, then close (`quit`, an unrecoverable framing error).
     Close,
+    /// Write what is buffered, then send log lines of these kinds from now on (`watch`).
+    Watch(ascii::WatchKinds),
 }
 
 /// A client connection.
@@ -110,6 +113,12 @@ pub(crate) struct Connection {
     listed: Registration,
     /// Return flags of the meta reply being built, kept between replies for its capacity.
     pub(crate) meta_flags: Vec<ascii::ReturnFlag>,
+    /// The client's address, for `watch connevents`.
+    peer: SocketAddr,
+    /// The socket's descriptor: what memcached's logs name a connection by (`cfd`).
+    pub(crate) fd: i32,
+    /// Why the connection ended, once it has (for `watch connevents`).
+    close_reason: CloseReason,
 }
 
 /// The write side failed; the connection is over.
@@ -121,13 +130,18 @@ impl Connection {
         let authenticated = gateway.config.sasl_users.is_none();
         // A client that is already gone has no address; it will be closed at the first read.
         let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        let peer = stream.peer_addr().unwrap_or(unknown);
+        let fd = stream.as_raw_fd();
         let listed = gateway.connections.register(
-            stream.as_raw_fd(),
-            stream.peer_addr().unwrap_or(unknown),
+            fd,
+            peer,
             stream.local_addr().unwrap_or(unknown),
             gateway.store.clock().now(),
         );
         Self {
+            peer,
+            fd,
+            close_reason: CloseReason::Normal,
             listed,
             stream,
             gateway,
@@ -149,17 +163,33 @@ impl Connection {
         let stats = &self.gateway.stats;
         bump(&stats.total_connections);
         stats.curr_connections.add(1);
+        self.gateway.watchers.connected(self.peer, self.fd);
         if let Err(Disconnected) = self.serve(&mut closing).await {
             tracing::debug!("client went away mid-reply");
+            self.close_reason = CloseReason::Error;
         }
         let _ = self.stream.shutdown().await;
         self.gateway.stats.curr_connections.sub(1);
+        self.gateway
+            .watchers
+            .closed(self.peer, self.close_reason, self.fd);
     }
 
     async fn serve(&mut self, closing: &mut Closing) -> Result<(), Disconnected> {
         loop {
-            if self.process_buffered().await? == Flow::Close {
-                return self.flush().await;
+            match self.process_buffered().await? {
+                Flow::Continue => {}
+                Flow::Close => return self.flush().await,
+                Flow::Watch(kinds) => {
+                    let Some(watcher) = self.gateway.watchers.add(kinds) else {
+                        // memcached answers and goes on serving the connection.
+                        self.out.extend_from_slice(watch::TOO_MANY);
+                        continue;
+                    };
+                    let streamed = self.stream_log(&watcher, closing).await;
+                    self.gateway.watchers.remove(&watcher);
+                    return streamed;
+                }
             }
             self.flush().await?;
             if let Some(state) = self.waiting_state() {
@@ -219,8 +249,8 @@ impl Connection {
                     }
                 },
             };
-            if flow == Flow::Close {
-                return Ok(Flow::Close);
+            if flow != Flow::Continue {
+                return Ok(flow);
             }
             if self.output_full() {
                 self.flush().await?;
@@ -259,6 +289,51 @@ impl Connection {
         })
     }
 
+    /// After `watch`: answers `OK`, then sends `watcher`'s log lines as they come, until
+    /// the client goes away or the node stops. The connection takes no more commands
+    /// (what the client sends is read and dropped, as memcached does), and a client that
+    /// stops reading holds up nobody: its lines wait in its bounded buffer and the rest
+    /// are skipped.
+    async fn stream_log(
+        &mut self,
+        watcher: &Watcher,
+        closing: &mut Closing,
+    ) -> Result<(), Disconnected> {
+        self.out.extend_from_slice(b"OK\r\n");
+        let mut dropped = [0u8; 1024];
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut *closing => {
+                    self.close_reason = CloseReason::Shutdown;
+                    return Ok(());
+                }
+                flushed = self.flush() => flushed?,
+            }
+            let lines = watcher.take();
+            if !lines.is_empty() {
+                self.out.extend_from_slice(&lines);
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = &mut *closing => {
+                    self.close_reason = CloseReason::Shutdown;
+                    return Ok(());
+                }
+                () = watcher.arrival() => {}
+                read = self.stream.read(&mut dropped) => match read {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(_) => {
+                        self.close_reason = CloseReason::Error;
+                        return Ok(());
+                    }
+                },
+            }
+        }
+    }
+
     /// Removes the value of a key whose `set` was refused for size (memcached does the
     /// same, so the client never reads back the value it tried to replace). A failure here
     /// is the store's to report; the client already gets the size error.
@@ -281,7 +356,10 @@ impl Connection {
                 self.swallow = bytes;
                 Flow::Continue
             }
-            AfterError::Close => Flow::Close,
+            AfterError::Close => {
+                self.close_reason = CloseReason::Error;
+                Flow::Close
+            }
         }
     }
 
@@ -421,6 +499,7 @@ impl Connection {
     /// nothing to read; the check before it is for a client that keeps the socket full.
     async fn read_more(&mut self, closing: &mut Closing) -> ReadOutcome {
         if closing.is_closed() {
+            self.close_reason = CloseReason::Shutdown;
             return ReadOutcome::Closed;
         }
         if self.input_grew && self.input.is_empty() {
@@ -440,14 +519,22 @@ impl Connection {
         let result = tokio::select! {
             biased;
             result = read => result,
-            () = closing => return ReadOutcome::Closed,
+            () = closing => {
+                self.close_reason = CloseReason::Shutdown;
+                return ReadOutcome::Closed;
+            }
         };
         match result {
             None => {
                 bump(&self.gateway.stats.idle_kicks);
+                self.close_reason = CloseReason::IdleTimeout;
                 ReadOutcome::Closed
             }
-            Some(Ok(0) | Err(_)) => ReadOutcome::Closed,
+            Some(Ok(0)) => ReadOutcome::Closed,
+            Some(Err(_)) => {
+                self.close_reason = CloseReason::Error;
+                ReadOutcome::Closed
+            }
             Some(Ok(n)) => {
                 self.gateway.stats.bytes_read.add(n as u64);
                 // Noted now, while it shows: once a large value has been split off, the

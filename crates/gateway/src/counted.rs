@@ -4,13 +4,15 @@
 //! it (`cmd_set`, `cas_hits`, `incr_misses`, …). The text, meta and binary executors all
 //! call these wrappers, so each counter is kept in exactly one place.
 
+use murakumo_protocol::ascii::WatchKinds;
 use murakumo_server::StoreError;
 use murakumo_server::ops::{
-    ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, StoreOutcome, StoreRequest,
+    ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, StoreMode, StoreOutcome, StoreRequest,
 };
 
 use crate::connection::Connection;
 use crate::stats::bump;
+use crate::watch::StoreStatus;
 
 impl Connection {
     /// A storage command: counts `cmd_set`, and `cas_*` when it compares a CAS.
@@ -21,11 +23,42 @@ impl Connection {
         let stats = &self.gateway.stats;
         bump(&stats.cmd_set);
         let compares = request.compare_cas.is_some();
+        // What `watch mutations` says of it, kept before the request moves to the store.
+        let watched = self.gateway.watchers.want(WatchKinds::MUTATIONS).then(|| {
+            let now = self.gateway.store.clock().now();
+            let expires_at = request.exptime.resolve(now);
+            let ttl = if expires_at == 0 {
+                0
+            } else {
+                expires_at.saturating_sub(now)
+            };
+            let command = match (compares, request.mode) {
+                (true, _) => "cas",
+                (false, StoreMode::Set) => "set",
+                (false, StoreMode::Add) => "add",
+                (false, StoreMode::Replace) => "replace",
+                (false, StoreMode::Append) => "append",
+                (false, StoreMode::Prepend) => "prepend",
+            };
+            (request.key.clone(), command, ttl, request.value.len())
+        });
         let outcome = self
             .gateway
             .store
             .store(self.gateway.namespace, request)
             .await;
+        if let (Some((key, command, ttl, size)), Ok(result)) = (watched, &outcome) {
+            let status = match result {
+                StoreOutcome::Stored { .. } => StoreStatus::Stored,
+                StoreOutcome::NotStored => StoreStatus::NotStored,
+                StoreOutcome::Exists => StoreStatus::Exists,
+                StoreOutcome::NotFound => StoreStatus::NotFound,
+                StoreOutcome::TooLarge => StoreStatus::TooLarge,
+            };
+            self.gateway
+                .watchers
+                .stored(&key, command, status, ttl, size, self.fd);
+        }
         if compares {
             match outcome {
                 Ok(StoreOutcome::Stored { .. }) => bump(&stats.cas_hits),

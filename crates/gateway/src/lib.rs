@@ -26,6 +26,7 @@ mod listener;
 mod meta;
 mod prefix_stats;
 mod stats;
+mod watch;
 mod workers;
 
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct Gateway {
     connections: Arc<conns::ConnectionTable>,
     /// Signalled by an allowed `shutdown` command; see [`Gateway::shutdown_requested`].
     shutdown_requested: tokio::sync::Notify,
+    /// Connections sent a log of events (`watch`).
+    watchers: watch::Watchers,
 }
 
 impl Gateway {
@@ -73,6 +76,7 @@ impl Gateway {
             started: Instant::now(),
             connections: Arc::default(),
             shutdown_requested: tokio::sync::Notify::new(),
+            watchers: watch::Watchers::default(),
         })
     }
 

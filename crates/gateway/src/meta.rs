@@ -76,6 +76,7 @@ impl Connection {
         }) = hit
         else {
             bump(&stats.get_misses);
+            self.gateway.watchers.fetched(&request.key, None, self.fd);
             if !quiet {
                 let mut flags = std::mem::take(&mut self.meta_flags);
                 for flag in &request.flags {
@@ -96,6 +97,9 @@ impl Connection {
             return Ok(());
         };
         bump(&stats.get_hits);
+        self.gateway
+            .watchers
+            .fetched(&request.key, Some(item.value().len()), self.fd);
         let now = self.gateway.store.clock().now();
         let wants_value = request
             .flags

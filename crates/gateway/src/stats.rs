@@ -264,6 +264,7 @@ fn general(gw: &Gateway) -> Vec<(String, String)> {
     let s = &gw.stats;
     let get = Counter::get;
     let store = gw.store.stats();
+    let log = gw.watchers.stats();
     let now = gw.store.clock().now();
     let (user, system) = cpu_times();
     let mut lines = vec![
@@ -308,6 +309,13 @@ fn general(gw: &Gateway) -> Vec<(String, String)> {
         line("evictions", 0),
         line("reclaimed", store.reclaimed),
         line("limit_maxbytes", gw.config.memory_limit_mb * 1024 * 1024),
+        // `watch`: lines are only ever dropped per watcher, never before (no worker
+        // buffer to overflow), so `log_worker_dropped` stays 0.
+        line("log_worker_dropped", 0),
+        line("log_worker_written", log.written),
+        line("log_watcher_skipped", log.skipped),
+        line("log_watcher_sent", log.sent),
+        line("log_watchers", log.watchers),
         line("murakumo_disk_bytes", store.disk_bytes),
         line("murakumo_commit_groups", store.commit_groups),
         line("murakumo_sweep_scans", store.sweep_scans),

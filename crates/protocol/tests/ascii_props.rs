@@ -10,7 +10,7 @@ use murakumo_protocol::ascii::{
 use murakumo_protocol::ascii::{
     ErrorReply, Keys, MetaArith, MetaArithFlag, MetaArithMode, MetaDebugResponse, MetaDelete,
     MetaDeleteFlag, MetaGet, MetaGetFlag, MetaResponse, MetaSet, MetaSetFlag, MetaSetMode,
-    MetaStatus, Rejection, Request, Response, ReturnFlag, StoreMode, decode_request,
+    MetaStatus, Rejection, Request, Response, ReturnFlag, StoreMode, WatchKinds, decode_request,
     decode_request_shared, decode_response, encode_request, encode_response, expected_frame_len,
 };
 use murakumo_protocol::{AfterError, Decoded, Limits};
@@ -217,6 +217,8 @@ fn classic_request() -> impl Strategy<Value = Request> {
             }
         }),
         Just(Request::Quit),
+        // Any non-empty set of kinds: an empty one is sent as plain `watch` (fetchers).
+        (1u8..16).prop_map(|bits| Request::Watch(WatchKinds::from_bits(bits))),
         prop::option::of(token(12)).prop_map(|mode| Request::Shutdown {
             mode: mode.map(Bytes::from),
         }),
@@ -395,6 +397,7 @@ fn keys_of(req: &Request) -> Vec<(&[u8], bool)> {
         | Request::Stats { .. }
         | Request::LruCrawler(_)
         | Request::Shutdown { .. }
+        | Request::Watch(_)
         | Request::Quit
         | Request::MetaNoop => Vec::new(),
     }

@@ -1,4 +1,5 @@
-//! `flush_all`, `verbosity` and `stats`: the commands about the server rather than an item.
+//! `flush_all`, `verbosity`, `stats` and `watch`: the commands about the server rather than
+//! an item.
 //! (`version` and `quit` take no arguments and are decoded in the dispatch.)
 
 use bytes::{Bytes, BytesMut};
@@ -52,6 +53,92 @@ pub(super) fn parse_shutdown(frame: &Frame<'_>) -> Outcome {
     frame.line_only(Ok(Request::Shutdown {
         mode: joined_args(frame),
     }))
+}
+
+/// Kinds of events a `watch` connection is sent, one bit each (memcached's `watch`
+/// arguments that a node has events for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WatchKinds(u8);
+
+impl WatchKinds {
+    /// `fetchers`: every key a client fetched, and whether it was found.
+    pub const FETCHERS: Self = Self(1);
+    /// `mutations`: every storage command, with its outcome.
+    pub const MUTATIONS: Self = Self(1 << 1);
+    /// `evictions`: live items dropped to make room.
+    pub const EVICTIONS: Self = Self(1 << 2);
+    /// `connevents`: connections opened and closed.
+    pub const CONNEVENTS: Self = Self(1 << 3);
+
+    const NAMES: [(&'static [u8], Self); 4] = [
+        (b"fetchers", Self::FETCHERS),
+        (b"mutations", Self::MUTATIONS),
+        (b"evictions", Self::EVICTIONS),
+        (b"connevents", Self::CONNEVENTS),
+    ];
+
+    /// The kind a `watch` argument names.
+    pub fn named(name: &[u8]) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, kind)| *kind)
+    }
+
+    /// Both sets of kinds.
+    #[must_use]
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// Whether any kind of `other` is among these.
+    pub fn intersects(self, other: Self) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// No kind at all.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The set as bits, for keeping in an atomic.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The set from [`bits`](Self::bits); unknown bits are dropped.
+    pub fn from_bits(bits: u8) -> Self {
+        Self(bits & Self::NAMES.iter().fold(0, |all, (_, kind)| all | kind.0))
+    }
+}
+
+/// `watch [fetchers|mutations|evictions|connevents]…`: from here on the connection is sent
+/// log lines instead of replies; fetchers when no kind is named, as in memcached. An
+/// argument memcached has but a node has no events for (`rawcmds`, `sysevents`, the proxy
+/// ones) is refused with memcached's reply to an unknown one.
+pub(super) fn parse_watch(frame: &Frame<'_>) -> Outcome {
+    let mut kinds = WatchKinds::default();
+    for name in frame.tokens.all_from(1) {
+        let Some(kind) = WatchKinds::named(name) else {
+            return frame.line_only(Err(Rejection::unknown()));
+        };
+        kinds = kinds.union(kind);
+    }
+    if kinds.is_empty() {
+        kinds = WatchKinds::FETCHERS;
+    }
+    frame.line_only(Ok(Request::Watch(kinds)))
+}
+
+pub(super) fn encode_watch(kinds: WatchKinds, out: &mut BytesMut) {
+    out.extend_from_slice(b"watch");
+    for (name, kind) in WatchKinds::NAMES {
+        if kinds.intersects(kind) {
+            out.extend_from_slice(b" ");
+            out.extend_from_slice(name);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The tokens after the command, joined by single spaces; `None` if there are none.
@@ -305,5 +392,24 @@ mod tests {
             b"stats items\r\n"
         );
         assert_eq!(encoded(&Request::Stats { group: None }), b"stats\r\n");
+    }
+
+    #[test]
+    fn watch_kinds_and_refusals() {
+        assert_eq!(ok(b"watch\r\n"), Request::Watch(WatchKinds::FETCHERS));
+        assert_eq!(
+            ok(b"watch mutations connevents\r\n"),
+            Request::Watch(WatchKinds::MUTATIONS.union(WatchKinds::CONNEVENTS))
+        );
+        assert_eq!(
+            encoded(&Request::Watch(
+                WatchKinds::EVICTIONS.union(WatchKinds::FETCHERS)
+            )),
+            b"watch fetchers evictions\r\n"
+        );
+        // memcached has these, but a node has no such events to send.
+        for line in [&b"watch rawcmds\r\n"[..], b"watch fetchers sysevents\r\n"] {
+            assert_eq!(rejected(line).0, "ERROR");
+        }
     }
 }

@@ -46,6 +46,7 @@ use std::fmt;
 use bytes::{Bytes, BytesMut};
 
 use crate::{AfterError, Decoded, Limits};
+pub use admin::WatchKinds;
 pub use crawler::{
     BAD_CLASS, CrawlTarget, CrawlerRequest, MAX_CLASS_ID, MAX_CRAWLER_SLEEP_MICROS, MetadumpEntry,
     decode_metadump_entry, encode_metadump_entry,
@@ -164,6 +165,8 @@ pub enum Request {
         /// The arguments after `shutdown` (`graceful`), joined by single spaces.
         mode: Option<Bytes>,
     },
+    /// `watch [kinds]`: turn the connection into a stream of log lines.
+    Watch(WatchKinds),
     /// `quit`: close the connection without a reply.
     Quit,
     /// `mg`.
@@ -471,6 +474,7 @@ fn decode(
         b"lru_crawler" => crawler::parse(&frame),
         b"quit" => frame.line_only(Ok(Request::Quit)),
         b"shutdown" => admin::parse_shutdown(&frame),
+        b"watch" => admin::parse_watch(&frame),
         b"ms" => meta::set::parse(&frame),
         b"md" => meta::delete::parse(&frame),
         b"ma" => meta::arith::parse(&frame),
@@ -541,6 +545,7 @@ pub fn encode_request(req: &Request, out: &mut BytesMut) {
         Request::Stats { group } => admin::encode_stats(group.as_ref(), out),
         Request::LruCrawler(request) => crawler::encode(request, out),
         Request::Shutdown { mode } => admin::encode_shutdown(mode.as_ref(), out),
+        Request::Watch(kinds) => admin::encode_watch(*kinds, out),
         Request::Quit => out.extend_from_slice(b"quit\r\n"),
         Request::MetaGet(m) => meta::get::encode(m, out),
         Request::MetaSet(m) => meta::set::encode(m, out),
@@ -641,7 +646,7 @@ mod tests {
             b"\r\n",
             b"\n",
             b"   \r\n",
-            b"watch\r\n",
+            b"slabs automove 1\r\n",
             b"GET foo\r\n",
             b"get\tfoo\r\n",
             b"mx foo\r\n",
