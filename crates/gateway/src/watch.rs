@@ -181,9 +181,6 @@ impl Watchers {
     /// A client fetched `key` (any protocol's get, gat, touch or meta get): `size` is
     /// the value's length if it was found.
     pub(crate) fn fetched(&self, key: &[u8], size: Option<usize>, fd: i32) {
-        if !self.want(WatchKinds::FETCHERS) {
-            return;
-        }
         let status = if size.is_some() { "found" } else { "not_found" };
         // Items have one class (see `stats items`); a miss has none, as in memcached.
         let class = u8::from(size.is_some());
@@ -209,9 +206,6 @@ impl Watchers {
         size: usize,
         fd: i32,
     ) {
-        if !self.want(WatchKinds::MUTATIONS) {
-            return;
-        }
         self.log(WatchKinds::MUTATIONS, |line| {
             line.push_str("type=item_store key=");
             uri_encode(key, line);
@@ -225,9 +219,6 @@ impl Watchers {
 
     /// A client connected from `peer`.
     pub(crate) fn connected(&self, peer: SocketAddr, fd: i32) {
-        if !self.want(WatchKinds::CONNEVENTS) {
-            return;
-        }
         self.log(WatchKinds::CONNEVENTS, |line| {
             let _ = write!(
                 line,
@@ -240,9 +231,6 @@ impl Watchers {
 
     /// The connection from `peer` closed.
     pub(crate) fn closed(&self, peer: SocketAddr, reason: CloseReason, fd: i32) {
-        if !self.want(WatchKinds::CONNEVENTS) {
-            return;
-        }
         self.log(WatchKinds::CONNEVENTS, |line| {
             let _ = write!(
                 line,
@@ -255,8 +243,12 @@ impl Watchers {
     }
 
     /// Formats one line of `kind` (memcached's `ts=SECONDS.MICROS gid=N ` prefix, then
-    /// what `body` writes) and hands it to every watcher of that kind.
+    /// what `body` writes) and hands it to every watcher of that kind; nothing at all
+    /// (not even the clock read) when nobody watches that kind.
     fn log(&self, kind: WatchKinds, body: impl FnOnce(&mut String)) {
+        if !self.want(kind) {
+            return;
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
