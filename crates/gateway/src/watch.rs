@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use murakumo_protocol::ascii::WatchKinds;
+use murakumo_protocol::ascii::{WatchKinds, uri_encode};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -135,7 +135,7 @@ impl Watchers {
     /// Whether some watcher wants events of `kind`: the check every request makes first.
     #[inline]
     pub(crate) fn want(&self, kind: WatchKinds) -> bool {
-        WatchKinds::from_bits(self.wanted.load(Ordering::Relaxed)).intersects(kind)
+        self.wanted.load(Ordering::Relaxed) & kind.bits() != 0
     }
 
     /// Adds a watcher of `kinds`; `None` when [`MAX_WATCHERS`] are watching already.
@@ -181,11 +181,11 @@ impl Watchers {
     /// A client fetched `key` (any protocol's get, gat, touch or meta get): `size` is
     /// the value's length if it was found.
     pub(crate) fn fetched(&self, key: &[u8], size: Option<usize>, fd: i32) {
-        let status = if size.is_some() { "found" } else { "not_found" };
-        // Items have one class (see `stats items`); a miss has none, as in memcached.
-        let class = u8::from(size.is_some());
         self.log(WatchKinds::FETCHERS, |line| {
-            line.push_str("type=item_get key=");
+            let status = if size.is_some() { "found" } else { "not_found" };
+            // Items have one class (see `stats items`); a miss has none, as in memcached.
+            let class = u8::from(size.is_some());
+            line.extend_from_slice(b"type=item_get key=");
             uri_encode(key, line);
             let _ = write!(
                 line,
@@ -207,7 +207,7 @@ impl Watchers {
         fd: i32,
     ) {
         self.log(WatchKinds::MUTATIONS, |line| {
-            line.push_str("type=item_store key=");
+            line.extend_from_slice(b"type=item_store key=");
             uri_encode(key, line);
             let _ = write!(
                 line,
@@ -245,7 +245,7 @@ impl Watchers {
     /// Formats one line of `kind` (memcached's `ts=SECONDS.MICROS gid=N ` prefix, then
     /// what `body` writes) and hands it to every watcher of that kind; nothing at all
     /// (not even the clock read) when nobody watches that kind.
-    fn log(&self, kind: WatchKinds, body: impl FnOnce(&mut String)) {
+    fn log(&self, kind: WatchKinds, body: impl FnOnce(&mut BytesMut)) {
         if !self.want(kind) {
             return;
         }
@@ -253,7 +253,7 @@ impl Watchers {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let number = self.next_line.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut line = String::with_capacity(160);
+        let mut line = BytesMut::with_capacity(160);
         // Microseconds unpadded, as memcached prints them.
         let _ = write!(
             line,
@@ -262,10 +262,10 @@ impl Watchers {
             now.subsec_micros()
         );
         body(&mut line);
-        line.push('\n');
+        line.extend_from_slice(b"\n");
         for watcher in self.list.lock().iter() {
             if watcher.kinds.intersects(kind) {
-                let counter = if watcher.push(line.as_bytes()) {
+                let counter = if watcher.push(&line) {
                     &self.sent
                 } else {
                     &self.skipped
@@ -305,18 +305,6 @@ impl Watcher {
     /// Resolves once lines may have arrived since the last [`take`](Self::take).
     pub(crate) async fn arrival(&self) {
         self.arrived.notified().await;
-    }
-}
-
-/// Writes `key` as memcached's logs do: RFC 3986's unreserved characters as themselves,
-/// every other byte as `%XX`.
-fn uri_encode(key: &[u8], out: &mut String) {
-    for &byte in key {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
     }
 }
 

@@ -220,7 +220,9 @@ fn unreserved(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
 
-fn uri_encode(key: &[u8], out: &mut BytesMut) {
+/// Writes `key` as memcached prints keys in metadumps and `watch` logs: RFC 3986's
+/// unreserved characters as themselves, every other byte as `%XX`.
+pub fn uri_encode(key: &[u8], out: &mut BytesMut) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &byte in key {
         if unreserved(byte) {

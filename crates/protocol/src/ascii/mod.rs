@@ -49,7 +49,7 @@ use crate::{AfterError, Decoded, Limits};
 pub use admin::WatchKinds;
 pub use crawler::{
     BAD_CLASS, CrawlTarget, CrawlerRequest, MAX_CLASS_ID, MAX_CRAWLER_SLEEP_MICROS, MetadumpEntry,
-    decode_metadump_entry, encode_metadump_entry,
+    decode_metadump_entry, encode_metadump_entry, uri_encode,
 };
 pub use meta::{
     MetaArith, MetaArithFlag, MetaArithMode, MetaDebugResponse, MetaDelete, MetaDeleteFlag,
