@@ -1,18 +1,21 @@
 //! A bounded in-memory cache of item records, in front of the engine.
 
-use std::sync::Arc;
+use std::fmt;
+use std::num::NonZeroU32;
 
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
-use hashbrown::HashTable;
 use parking_lot::Mutex;
+use smallvec::SmallVec;
+use triomphe::ThinArc;
 
 const SHARDS: usize = 64;
-/// Per-entry bookkeeping beyond key and record bytes (table slot, allocation header).
+/// Per-entry bookkeeping beyond key and record bytes (its share of the table's 16-byte
+/// slots, the block's header, allocation rounding).
 const ENTRY_OVERHEAD: usize = 48;
-/// What a shared entry (see [`SHARE_FROM`]) adds: its box, the key's allocation, the
-/// `Bytes` handle, and the rest of an engine block (about `SHARE_FROM` bytes) that a
-/// record read from the engine may keep alive.
+/// What a shared entry (see [`SHARE_FROM`]) adds: the box holding its `Bytes` handle, and
+/// the rest of an engine block (about `SHARE_FROM` bytes) that a record read from the
+/// engine may keep alive.
 const SHARED_OVERHEAD: usize = 64 + SHARE_FROM;
 
 /// What a lookup found.
@@ -51,17 +54,21 @@ pub(crate) struct FillToken {
 ///   with [`fill`](Self::fill), which is refused if any write touched that shard in between.
 ///   So a value read before a concurrent commit can never be cached after it.
 ///
-/// Layout: each entry is one allocation holding the key and then the record, and the
-/// table slot keeps the full hash and the fetch mark (meta `h`/`l`) beside it. A hit
-/// therefore touches the slot and one
-/// heap block (whose first line holds the reference count, the key and the record
-/// header), instead of separate blocks for key, record and their reference counts: on a
-/// large cache every one of those is a cache miss, and they dominated the cost of a get.
+/// Layout: on a cache larger than the CPU's caches, every separate piece of memory a hit
+/// touches is a cache miss (and, on a VM with 4 KiB pages, often a TLB miss with a nested
+/// page walk), and those misses were most of the cost of a get. So a hit touches two
+/// places, as memcached's does (a bucket, then the item): a 16-byte [`Slot`] in an
+/// open-addressing [`Table`] (four to a cache line; the slot holds the hash and the fetch
+/// mark beside the pointer), then one [`Block`] whose first line holds the reference count,
+/// the key and the start of the record. (The `hashbrown` table used before kept a control
+/// byte array apart from its 40-byte slots, a third miss: `perf annotate` put 20% of a
+/// lookup on the control bytes, 40% on the slot and the rest on the block.)
+///
 /// Small records are copied in, so a slice returned by the engine cannot keep a whole
 /// block alive and the memory bound holds. Large ones (see [`SHARE_FROM`]) are kept as
 /// handed in: a record that large fills most of the engine block it shares, and its
-/// entry is charged for the rest of a block as well. Eviction is arbitrary (whatever the
-/// table yields first); the cache only has to keep the hot set, and the engine remains the
+/// entry is charged for the rest of a block as well. Eviction sweeps the table (see
+/// [`Table::evict`]); the cache only has to keep the hot set, and the engine remains the
 /// source of truth.
 pub(crate) struct ItemCache {
     /// Padded so that readers on different cores locking different shards do not contend
@@ -72,7 +79,7 @@ pub(crate) struct ItemCache {
 
 #[derive(Default)]
 struct Shard {
-    entries: HashTable<Entry>,
+    table: Table,
     bytes: usize,
     /// Bumped by every writer update of this shard.
     generation: u64,
@@ -84,99 +91,75 @@ struct Shard {
 /// large a separate allocation for its key costs nothing worth counting.
 const SHARE_FROM: usize = 4096;
 
-/// A cached record with its key.
-struct Entry {
-    hash: u64,
-    block: Block,
-    /// When this version of the item was last fetched (meta `h`, `l`; see `access`).
-    /// It lives in the table slot, which a lookup has just read anyway.
-    last_fetch: Option<u32>,
-}
+/// Bytes before the key in a [`Block`]: the key's length, little-endian.
+const KEY_LEN_BYTES: usize = 4;
 
-/// Where an entry's key and record live.
-enum Block {
-    /// `key || record` in one allocation, for small records (see the cache's layout).
-    Packed { bytes: Arc<[u8]>, key_len: usize },
-    /// A large record shared with whoever handed it in, and its key.
-    Shared(Box<SharedBlock>),
-}
+/// An entry's key and record behind one thin pointer, so that a [`Slot`] stays 16 bytes.
+///
+/// The bytes are the key's length, the key, then the record; for a large record (see
+/// [`SHARE_FROM`]) they end after the key, and the header holds the caller's `Bytes`.
+#[derive(Clone)]
+pub(crate) struct Block(ThinArc<Option<Box<Bytes>>, u8>);
 
-struct SharedBlock {
-    key: Box<[u8]>,
-    record: Bytes,
-}
-
-impl Entry {
-    fn new(hash: u64, key: &[u8], record: &Bytes) -> Self {
-        let block = if record.len() >= SHARE_FROM {
-            Block::Shared(Box::new(SharedBlock {
-                key: key.into(),
-                record: record.clone(),
-            }))
+impl Block {
+    fn new(key: &[u8], record: &Bytes) -> Self {
+        let key_len = u32::try_from(key.len()).unwrap_or(u32::MAX).to_le_bytes();
+        let (shared, packed_record) = if record.len() >= SHARE_FROM {
+            (Some(Box::new(record.clone())), &[][..])
         } else {
-            let mut packed = Vec::with_capacity(key.len() + record.len());
-            packed.extend_from_slice(key);
-            packed.extend_from_slice(record);
-            Block::Packed {
-                bytes: packed.into(),
-                key_len: key.len(),
-            }
+            (None, &record[..])
         };
-        Self {
-            hash,
-            block,
-            last_fetch: None,
-        }
+        // Assembled on the stack for the usual small item, so that building a block costs
+        // one allocation: triomphe copies a slice, and cannot take parts.
+        let mut bytes: SmallVec<[u8; 256]> =
+            SmallVec::with_capacity(KEY_LEN_BYTES + key.len() + packed_record.len());
+        bytes.extend_from_slice(&key_len);
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(packed_record);
+        Self(ThinArc::from_header_and_slice(shared, &bytes))
+    }
+
+    #[inline]
+    fn key_end(&self) -> usize {
+        let mut key_len = [0; KEY_LEN_BYTES];
+        key_len.copy_from_slice(&self.0.slice[..KEY_LEN_BYTES]);
+        KEY_LEN_BYTES + u32::from_le_bytes(key_len) as usize
     }
 
     #[inline]
     fn key(&self) -> &[u8] {
-        match &self.block {
-            Block::Packed { bytes, key_len } => &bytes[..*key_len],
-            Block::Shared(shared) => &shared.key,
-        }
+        &self.0.slice[KEY_LEN_BYTES..self.key_end()]
     }
 
     fn record_bytes(&self) -> &[u8] {
-        match &self.block {
-            Block::Packed { bytes, key_len } => &bytes[*key_len..],
-            Block::Shared(shared) => &shared.record,
+        match &self.0.header.header {
+            Some(shared) => shared,
+            None => &self.0.slice[self.key_end()..],
         }
     }
 
-    /// What tells this entry apart from every other one in its shard, whatever its key.
-    fn identity(&self) -> *const u8 {
-        match &self.block {
-            Block::Packed { bytes, .. } => bytes.as_ptr(),
-            Block::Shared(shared) => shared.key.as_ptr(),
+    /// The record, sharing the block.
+    fn record(&self) -> CachedRecord {
+        match &self.0.header.header {
+            Some(shared) => CachedRecord::Shared(Bytes::clone(shared)),
+            None => CachedRecord::Packed {
+                start: self.key_end(),
+                block: self.clone(),
+            },
         }
     }
 
     fn cost(&self) -> usize {
         entry_cost(self.key().len(), self.record_bytes().len())
     }
+}
 
-    /// Records a fetch at `fetched_at` (unless `None`: meta `u`) and returns the previous
-    /// one. Written only when it changes (once a second at most for a hot key), so that
-    /// reads of a hot key do not keep dirtying its slot's cache line; the mark has a
-    /// resolution of seconds anyway.
-    fn mark_fetch(&mut self, fetched_at: Option<u32>) -> Option<u32> {
-        let previous_fetch = self.last_fetch;
-        if fetched_at.is_some() && fetched_at != previous_fetch {
-            self.last_fetch = fetched_at;
-        }
-        previous_fetch
-    }
-
-    /// The record, sharing the block.
-    fn record(&self) -> CachedRecord {
-        match &self.block {
-            Block::Packed { bytes, key_len } => CachedRecord::Packed {
-                block: Arc::clone(bytes),
-                start: *key_len,
-            },
-            Block::Shared(shared) => CachedRecord::Shared(shared.record.clone()),
-        }
+impl fmt::Debug for Block {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Block")
+            .field("key_len", &self.key().len())
+            .field("record_len", &self.record_bytes().len())
+            .finish()
     }
 }
 
@@ -193,12 +176,12 @@ fn entry_cost(key_len: usize, record_len: usize) -> usize {
 /// A cached record, sharing its entry's memory.
 ///
 /// Handing out a small record's packed block itself (one reference count) rather than a
-/// [`Bytes`] keeps a get hit free of allocations: a `Bytes` over an `Arc` needs a boxed
+/// [`Bytes`] keeps a get hit free of allocations: a `Bytes` over a block needs a boxed
 /// owner. Callers that must keep the record as `Bytes` pay for that conversion with
 /// [`to_bytes`](Self::to_bytes); a large record is a `Bytes` already.
 #[derive(Debug, Clone)]
 pub(crate) enum CachedRecord {
-    Packed { block: Arc<[u8]>, start: usize },
+    Packed { block: Block, start: usize },
     Shared(Bytes),
 }
 
@@ -206,7 +189,7 @@ impl CachedRecord {
     #[inline]
     pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
-            Self::Packed { block, start } => &block[*start..],
+            Self::Packed { block, start } => &block.0.slice[*start..],
             Self::Shared(record) => record,
         }
     }
@@ -225,29 +208,166 @@ impl AsRef<[u8]> for CachedRecord {
     }
 }
 
+/// One place in a [`Table`]: an entry, or empty.
+struct Slot {
+    block: Option<Block>,
+    /// The low 32 bits of the key's hash: where the entry belongs in the table, and a
+    /// filter that spares the key comparison for nearly every other entry a lookup passes.
+    hash: u32,
+    /// When this version of the item was last fetched (meta `h`, `l`; see `access`), in
+    /// the slot a lookup has just read anyway. A fetch at Unix time 0 would read as none.
+    last_fetch: Option<NonZeroU32>,
+}
+
+const _: () = assert!(size_of::<Slot>() == 16, "four slots to a cache line");
+
+impl Slot {
+    const EMPTY: Self = Self {
+        block: None,
+        hash: 0,
+        last_fetch: None,
+    };
+
+    /// Records a fetch at `fetched_at` (unless `None`: meta `u`) and returns the previous
+    /// one. Written only when it changes (once a second at most for a hot key), so that
+    /// reads of a hot key do not keep dirtying its slot's cache line; the mark has a
+    /// resolution of seconds anyway.
+    fn mark_fetch(&mut self, fetched_at: Option<u32>) -> Option<u32> {
+        let previous_fetch = self.last_fetch.map(NonZeroU32::get);
+        if let Some(now) = fetched_at.map(NonZeroU32::new)
+            && now != self.last_fetch
+        {
+            self.last_fetch = now;
+        }
+        previous_fetch
+    }
+}
+
+/// A hash table of cache entries: open addressing with linear probing, at most 3/4 full,
+/// and backward-shift deletion, so there are no tombstones and a lookup stops at the
+/// first empty slot. The slot count is 0 or a power of two.
+#[derive(Default)]
+struct Table {
+    slots: Box<[Slot]>,
+    len: usize,
+    /// Where the next eviction starts looking.
+    hand: usize,
+}
+
+/// The smallest table that holds anything.
+const MIN_SLOTS: usize = 16;
+
+impl Table {
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The index of `key`'s entry, if it has one.
+    #[inline]
+    fn position(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let hash = hash as u32;
+        let mask = self.mask();
+        let mut at = hash as usize & mask;
+        // Ends: the table always has an empty slot.
+        loop {
+            let slot = &self.slots[at];
+            let block = slot.block.as_ref()?;
+            if slot.hash == hash && block.key() == key {
+                return Some(at);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    fn find(&self, hash: u64, key: &[u8]) -> Option<&Block> {
+        self.slots[self.position(hash, key)?].block.as_ref()
+    }
+
+    /// Adds an entry for a key the table does not hold.
+    fn insert_new(&mut self, hash: u64, block: Block, last_fetch: Option<NonZeroU32>) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        self.place(Slot {
+            block: Some(block),
+            hash: hash as u32,
+            last_fetch,
+        });
+        self.len += 1;
+    }
+
+    fn place(&mut self, slot: Slot) {
+        let mask = self.mask();
+        let mut at = slot.hash as usize & mask;
+        while self.slots[at].block.is_some() {
+            at = (at + 1) & mask;
+        }
+        self.slots[at] = slot;
+    }
+
+    fn grow(&mut self) {
+        let slots = (self.slots.len() * 2).max(MIN_SLOTS);
+        let old = std::mem::replace(&mut self.slots, (0..slots).map(|_| Slot::EMPTY).collect());
+        for slot in old {
+            if slot.block.is_some() {
+                self.place(slot);
+            }
+        }
+        self.hand = 0;
+    }
+
+    /// Takes out the entry at `at`, and moves back the entries after it that can be
+    /// nearer their home slot, so that no lookup stops early at the hole.
+    fn remove_at(&mut self, at: usize) -> Block {
+        let mask = self.mask();
+        let removed = self.slots[at]
+            .block
+            .take()
+            .expect("remove_at is given an occupied slot");
+        self.len -= 1;
+        let mut hole = at;
+        let mut next = (at + 1) & mask;
+        while self.slots[next].block.is_some() {
+            let home = self.slots[next].hash as usize & mask;
+            // It may fill the hole if the hole lies between its home and where it is.
+            if next.wrapping_sub(home) & mask >= next.wrapping_sub(hole) & mask {
+                self.slots.swap(hole, next);
+                hole = next;
+            }
+            next = (next + 1) & mask;
+        }
+        removed
+    }
+
+    /// Takes out an entry to make room: the next one from where the last eviction
+    /// stopped, so that eviction sweeps the whole table in turn instead of always emptying
+    /// the same region.
+    fn evict(&mut self) -> Option<Block> {
+        if self.len == 0 {
+            return None;
+        }
+        let mask = self.mask();
+        let mut at = self.hand & mask;
+        while self.slots[at].block.is_none() {
+            at = (at + 1) & mask;
+        }
+        self.hand = (at + 1) & mask;
+        Some(self.remove_at(at))
+    }
+}
+
 impl Shard {
-    #[inline]
-    fn find(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
-        self.entries
-            .find(hash, |e| e.hash == hash && e.key() == key)
-    }
-
-    #[inline]
-    fn find_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut Entry> {
-        self.entries
-            .find_mut(hash, |e| e.hash == hash && e.key() == key)
-    }
-
     /// Removes `key`'s entry; whether there was one.
     fn remove(&mut self, hash: u64, key: &[u8]) -> bool {
-        let Ok(found) = self
-            .entries
-            .find_entry(hash, |e| e.hash == hash && e.key() == key)
-        else {
+        let Some(at) = self.table.position(hash, key) else {
             return false;
         };
-        let (entry, _) = found.remove();
-        self.bytes -= entry.cost();
+        let block = self.table.remove_at(at);
+        self.bytes -= block.cost();
         true
     }
 
@@ -256,26 +376,29 @@ impl Shard {
         self.bytes + cost <= capacity
     }
 
-    /// Puts `entry` in, replacing the key's old one, and evicts others to make room if
-    /// `evict` says so; otherwise an entry that does not fit stays out.
-    fn insert(&mut self, entry: Entry, capacity: usize, evict: bool) {
-        let added = entry.cost();
-        self.remove(entry.hash, entry.key());
+    /// Puts `block` in as `hash`'s entry, replacing the key's old one, and evicts others
+    /// to make room if `evict` says so; otherwise an entry that does not fit stays out.
+    fn insert(
+        &mut self,
+        hash: u64,
+        block: Block,
+        last_fetch: Option<NonZeroU32>,
+        capacity: usize,
+        evict: bool,
+    ) {
+        let added = block.cost();
+        self.remove(hash, block.key());
         if added > capacity || (!evict && !self.has_room_for(added, capacity)) {
             return;
         }
         while self.bytes + added > capacity {
-            let Some(victim) = self.entries.iter().next() else {
+            let Some(victim) = self.table.evict() else {
                 break;
             };
-            let (hash, identity) = (victim.hash, victim.identity());
-            if let Ok(found) = self.entries.find_entry(hash, |e| e.identity() == identity) {
-                let (entry, _) = found.remove();
-                self.bytes -= entry.cost();
-            }
+            self.bytes -= victim.cost();
         }
         self.bytes += added;
-        self.entries.insert_unique(entry.hash, entry, |e| e.hash);
+        self.table.insert_new(hash, block, last_fetch);
     }
 }
 
@@ -311,8 +434,21 @@ impl ItemCache {
         let hash = key_hash(key);
         self.shards[Self::shard_of(hash)]
             .lock()
+            .table
             .find(hash, key)
-            .map(|entry| entry.record().to_bytes())
+            .map(|block| block.record().to_bytes())
+    }
+
+    /// The length of `key`'s cached record, if any; for the writer, as
+    /// [`peek`](Self::peek). A plain `set` needs only that, and this spares it the
+    /// allocation that handing out the record as `Bytes` costs.
+    pub(crate) fn peek_len(&self, key: &[u8]) -> Option<usize> {
+        let hash = key_hash(key);
+        self.shards[Self::shard_of(hash)]
+            .lock()
+            .table
+            .find(hash, key)
+            .map(|block| block.record_bytes().len())
     }
 
     /// Looks up `key`, whose [`key_hash`] the caller has already computed, and records a
@@ -320,11 +456,20 @@ impl ItemCache {
     pub(crate) fn get(&self, hash: u64, key: &[u8], fetched_at: Option<u32>) -> Lookup {
         let shard = Self::shard_of(hash);
         let mut guard = self.shards[shard].lock();
-        match guard.find_mut(hash, key) {
-            Some(entry) => Lookup::Hit {
-                previous_fetch: entry.mark_fetch(fetched_at),
-                record: entry.record(),
-            },
+        match guard.table.position(hash, key) {
+            Some(at) => {
+                let slot = &mut guard.table.slots[at];
+                let previous_fetch = slot.mark_fetch(fetched_at);
+                let record = slot
+                    .block
+                    .as_ref()
+                    .expect("position finds an occupied slot")
+                    .record();
+                Lookup::Hit {
+                    record,
+                    previous_fetch,
+                }
+            }
             None => Lookup::Miss(FillToken {
                 hash,
                 shard,
@@ -345,11 +490,11 @@ impl ItemCache {
         if self.shard_capacity == 0 {
             return;
         }
-        let mut entry = Entry::new(token.hash, key, record);
-        entry.last_fetch = fetched_at;
+        let block = Block::new(key, record);
         let mut shard = self.shards[token.shard].lock();
         if shard.generation == token.generation {
-            shard.insert(entry, self.shard_capacity, true);
+            let last_fetch = fetched_at.and_then(NonZeroU32::new);
+            shard.insert(token.hash, block, last_fetch, self.shard_capacity, true);
         }
     }
 
@@ -364,14 +509,16 @@ impl ItemCache {
     ) -> Option<u32> {
         let hash = key_hash(key);
         let mut shard = self.shards[Self::shard_of(hash)].lock();
-        let entry = shard.find_mut(hash, key)?;
-        let cached_seq = murakumo_engine::record::decode_header(entry.record_bytes())
-            .ok()?
-            .seq;
+        let at = shard.table.position(hash, key)?;
+        let slot = &mut shard.table.slots[at];
+        let cached_seq =
+            murakumo_engine::record::decode_header(slot.block.as_ref()?.record_bytes())
+                .ok()?
+                .seq;
         if cached_seq != seq {
             return None;
         }
-        entry.mark_fetch(fetched_at)
+        slot.mark_fetch(fetched_at)
     }
 
     /// The writer's record of a committed change: the new record, or `None` for a removal.
@@ -406,10 +553,10 @@ impl ItemCache {
         // write touched the shard meanwhile (then a later read fills it) or such a reader
         // already cached it (its entry carries that read's fetch mark). A replacement may
         // evict to make room, as the read that brought the key in could; a newcomer may not.
-        let entry = Entry::new(hash, key, record);
+        let block = Block::new(key, record);
         let mut guard = self.shards[shard].lock();
-        if guard.generation == generation && guard.find(hash, key).is_none() {
-            guard.insert(entry, self.shard_capacity, replaced);
+        if guard.generation == generation && guard.table.position(hash, key).is_none() {
+            guard.insert(hash, block, None, self.shard_capacity, replaced);
         }
     }
 }
@@ -417,6 +564,7 @@ impl ItemCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn b(bytes: &[u8]) -> Bytes {
         Bytes::copy_from_slice(bytes)
@@ -638,6 +786,90 @@ mod tests {
         assert_eq!(cache.record_fetch(b"k", 2, Some(125)), Some(120));
         assert_eq!(cache.record_fetch(b"k", 1, Some(126)), None);
         assert_eq!(previous_fetch(&cache, None), Some(125));
+    }
+
+    /// What the table's operations do to its entries, checked against a map.
+    #[derive(Debug, Clone)]
+    enum TableOp {
+        Insert(u8),
+        Remove(u8),
+        Evict,
+    }
+
+    /// A hash that makes keys collide in small groups, and makes half of them start at
+    /// the table's last slots whatever its size, so probes and backward shifts wrap.
+    fn crowded_hash(id: u8) -> u64 {
+        let low = if id.is_multiple_of(2) {
+            u32::MAX - u32::from(id % 3)
+        } else {
+            u32::from(id % 5)
+        };
+        (u64::from(id) << 32) | u64::from(low)
+    }
+
+    proptest! {
+        #[test]
+        fn the_table_finds_exactly_what_it_holds(
+            ops in proptest::collection::vec(
+                prop_oneof![
+                    4 => (0u8..48).prop_map(TableOp::Insert),
+                    2 => (0u8..48).prop_map(TableOp::Remove),
+                    1 => Just(TableOp::Evict),
+                ],
+                1..400,
+            )
+        ) {
+            let mut table = Table::default();
+            let mut model = std::collections::BTreeSet::new();
+            let key = |id: u8| format!("key{id}").into_bytes();
+            for op in ops {
+                match op {
+                    TableOp::Insert(id) => {
+                        if model.insert(id) {
+                            let block = Block::new(&key(id), &b(&[id; 3]));
+                            table.insert_new(crowded_hash(id), block, None);
+                        }
+                    }
+                    TableOp::Remove(id) => {
+                        let at = table.position(crowded_hash(id), &key(id));
+                        prop_assert_eq!(at.is_some(), model.remove(&id));
+                        if let Some(at) = at {
+                            table.remove_at(at);
+                        }
+                    }
+                    TableOp::Evict => {
+                        let victim = table.evict();
+                        prop_assert_eq!(victim.is_some(), !model.is_empty());
+                        if let Some(victim) = victim {
+                            let id = victim.record_bytes()[0];
+                            prop_assert_eq!(victim.key(), &key(id)[..]);
+                            prop_assert!(model.remove(&id));
+                        }
+                    }
+                }
+                prop_assert_eq!(table.len, model.len());
+                prop_assert!(table.len * 4 <= table.slots.len() * 3);
+                for id in 0u8..48 {
+                    let found = table.find(crowded_hash(id), &key(id));
+                    prop_assert_eq!(found.is_some(), model.contains(&id), "key {}", id);
+                    if let Some(block) = found {
+                        prop_assert_eq!(block.record_bytes(), &[id; 3][..]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_slot_is_a_quarter_of_a_cache_line_and_a_block_one_allocation() {
+        let block = Block::new(b"key", &b(b"record"));
+        assert_eq!(block.key(), b"key");
+        assert_eq!(block.record_bytes(), b"record");
+        // The key and the record share the allocation the slot points at.
+        let CachedRecord::Packed { block: shared, .. } = block.record() else {
+            panic!("a small record is packed");
+        };
+        assert_eq!(shared.0.slice.as_ptr(), block.0.slice.as_ptr());
     }
 
     #[test]

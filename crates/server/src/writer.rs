@@ -883,8 +883,8 @@ impl Writer {
     fn current_value_len(&self, group: &Group, key: &Bytes) -> Result<Option<usize>, EngineError> {
         let record_len = if let Some(pending) = group.pending(key) {
             pending.as_ref().map(Bytes::len)
-        } else if let Some(raw) = self.shared.cache.peek(key) {
-            Some(raw.len())
+        } else if let Some(len) = self.shared.cache.peek_len(key) {
+            Some(len)
         } else {
             self.shared.engine.value_len(Table::Items, key)?
         };
