@@ -396,6 +396,44 @@ def test_stats_counters_move(server_factory):
     assert int(after["uptime"]) >= int(before["uptime"])
 
 
+def test_stats_count_lapsed_reads_and_oversized_values(server_factory, target):
+    srv = server_factory()
+    with Conn(*srv.addr) as conn:
+        k = unique("lapsed")
+        # Otherwise the background sweep may reclaim the expired items before the reads
+        # find them (a new node's first pass reads every partition).
+        assert conn.cmd("lru_crawler disable") == b"OK"
+        before = conn.stats()
+        assert conn.set(f"{k}_expiring", "v", exptime=1) == b"STORED"
+        assert conn.set(f"{k}_touched", "v", exptime=1) == b"STORED"
+        time.sleep(2.2)
+        assert conn.get(f"{k}_expiring") is None
+        assert conn.cmd(f"touch {k}_touched 100") == b"NOT_FOUND"
+        assert conn.get(f"{k}_never_set") is None
+        assert conn.set(f"{k}_flushed", "v") == b"STORED"
+        assert conn.cmd("flush_all") == b"OK"
+        assert conn.get(f"{k}_flushed") is None
+        oversized = b"x" * (1024 * 1024 + 1)
+        assert conn.set(f"{k}_big", oversized) == b"SERVER_ERROR object too large for cache"
+        conn.send(f"ms {k}_meta_big {len(oversized)}\r\n".encode() + oversized + b"\r\n")
+        assert conn.readline() == b"SERVER_ERROR object too large for cache"
+        assert conn.cmd("version").startswith(b"VERSION "), "the values were swallowed"
+        after = conn.stats()
+
+    def delta(name):
+        return int(after[name]) - int(before[name])
+
+    if target == "murakumo":
+        # memcached's LRU maintainer reclaims expired items in the background whatever
+        # the crawler does, so they may be gone before the reads look.
+        assert delta("get_expired") == 2, "a get and a touch found expired items"
+    assert delta("get_flushed") == 1
+    assert delta("get_misses") == 3
+    assert delta("store_too_large") == 2
+    assert after["store_no_memory"] == "0"
+    assert after["accepting_conns"] == "1"
+
+
 def test_stats_settings(server_factory):
     srv = server_factory(max_connections=77, idle_timeout=600, max_item_size=2 * 1024 * 1024)
     with Conn(*srv.addr) as conn:

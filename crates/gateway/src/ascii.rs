@@ -16,7 +16,7 @@ use crate::connection::{Connection, Disconnected, Flow};
 use crate::stats::{StatsReply, bump, render};
 
 /// The reply memcached gives when a store cannot take a value.
-pub(crate) const TOO_LARGE: &str = "object too large for cache";
+pub(crate) const TOO_LARGE: &str = ascii::VALUE_TOO_LARGE;
 
 /// The reply memcached gives to incr/decr of a value that is not a number.
 pub(crate) const NON_NUMERIC: &str = "cannot increment or decrement non-numeric value";

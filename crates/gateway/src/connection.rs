@@ -228,6 +228,9 @@ impl Connection {
                     None => return Ok(Flow::Continue),
                     Some(Ok(request)) => self.execute_ascii(request).await?,
                     Some(Err(rejection)) => {
+                        if rejection.is_too_large() {
+                            bump(&self.gateway.stats.store_too_large);
+                        }
                         if let Some(key) = rejection.invalidates {
                             self.drop_stale_value(key).await;
                         }
@@ -244,6 +247,9 @@ impl Connection {
                     None => return Ok(Flow::Continue),
                     Some(Ok(request)) => self.execute_binary(request).await?,
                     Some(Err(rejection)) => {
+                        if rejection.response.status == binary::Status::ValueTooLarge {
+                            bump(&self.gateway.stats.store_too_large);
+                        }
                         binary::encode_response(&rejection.response, &mut self.out);
                         self.after_error(rejection.after)
                     }

@@ -59,6 +59,9 @@ impl Connection {
                 .watchers
                 .stored(&key, command, status, ttl, size, self.fd);
         }
+        if matches!(outcome, Ok(StoreOutcome::TooLarge)) {
+            bump(&stats.store_too_large);
+        }
         if compares {
             match outcome {
                 Ok(StoreOutcome::Stored { .. }) => bump(&stats.cas_hits),

@@ -123,6 +123,8 @@ pub struct GatewayStats {
     pub rejected_connections: Counter,
     /// Connections closed for idling.
     pub idle_kicks: Counter,
+    /// Storage commands refused because the value was over the size limit.
+    pub store_too_large: Counter,
     /// Bytes read from clients.
     pub bytes_read: Counter,
     /// Bytes written to clients.
@@ -160,6 +162,7 @@ impl GatewayStats {
             &self.total_connections,
             &self.rejected_connections,
             &self.idle_kicks,
+            &self.store_too_large,
             &self.bytes_read,
             &self.bytes_written,
         ] {
@@ -285,6 +288,8 @@ fn general(gw: &Gateway) -> Vec<(String, String)> {
         line("cmd_touch", get(&s.cmd_touch)),
         line("get_hits", get(&s.get_hits)),
         line("get_misses", get(&s.get_misses)),
+        line("get_expired", store.get_expired),
+        line("get_flushed", store.get_flushed),
         line("delete_misses", get(&s.delete_misses)),
         line("delete_hits", get(&s.delete_hits)),
         line("incr_misses", get(&s.incr_misses)),
@@ -296,18 +301,28 @@ fn general(gw: &Gateway) -> Vec<(String, String)> {
         line("cas_badval", get(&s.cas_badval)),
         line("touch_hits", get(&s.touch_hits)),
         line("touch_misses", get(&s.touch_misses)),
+        line("store_too_large", get(&s.store_too_large)),
+        // A write never fails for lack of memory: the engine's write buffer holds writes
+        // back instead (`murakumo_write_stalls`).
+        line("store_no_memory", 0),
         line("auth_cmds", get(&s.auth_cmds)),
         line("auth_errors", get(&s.auth_errors)),
         line("idle_kicks", get(&s.idle_kicks)),
         line("bytes_read", get(&s.bytes_read)),
         line("bytes_written", get(&s.bytes_written)),
         line("threads", gw.config.worker_threads),
+        // The listener always accepts; past `max_connections` it answers and closes
+        // (`rejected_connections`) instead of pausing as memcached does.
+        line("accepting_conns", 1),
         line("curr_items", store.curr_items),
         line("total_items", store.total_items),
         line("bytes", store.bytes),
         // Persistent storage never evicts a live item to make room.
         line("evictions", 0),
         line("reclaimed", store.reclaimed),
+        // The crawler is the background sweep (see `lru_crawler`).
+        line("crawler_reclaimed", store.reclaimed),
+        line("crawler_items_checked", store.sweep_records),
         line("limit_maxbytes", gw.config.memory_limit_mb * 1024 * 1024),
         // `watch`: lines are only ever dropped per watcher, never before (no worker
         // buffer to overflow), so `log_worker_dropped` stays 0.

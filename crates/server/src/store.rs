@@ -171,10 +171,16 @@ pub struct StoreStats {
     pub bytes: AtomicU64,
     /// Writes of an item since start (`total_items`).
     pub total_items: AtomicU64,
-    /// Expired or flushed records removed by the sweep (`reclaimed`).
+    /// Expired or flushed records removed by the sweep (`reclaimed`, `crawler_reclaimed`).
     pub reclaimed: AtomicU64,
     /// Partitions the sweep has scanned (it skips those with nothing to reclaim).
     pub sweep_scans: AtomicU64,
+    /// Records the sweep has examined (`crawler_items_checked`).
+    pub sweep_records: AtomicU64,
+    /// Reads that found the key's record expired (`get_expired`).
+    pub get_expired: AtomicU64,
+    /// Reads that found the key's record flushed by `flush_all` (`get_flushed`).
+    pub get_flushed: AtomicU64,
     /// Commit groups written (each is one engine batch, and one fsync with `Always`).
     pub commit_groups: AtomicU64,
     /// Total time spent committing groups, in microseconds.
@@ -198,6 +204,12 @@ pub struct StoreStatsSnapshot {
     pub reclaimed: u64,
     /// Partitions the sweep has scanned.
     pub sweep_scans: u64,
+    /// `crawler_items_checked`.
+    pub sweep_records: u64,
+    /// `get_expired`.
+    pub get_expired: u64,
+    /// `get_flushed`.
+    pub get_flushed: u64,
     /// Commit groups written.
     pub commit_groups: u64,
     /// Microseconds spent committing.
@@ -356,6 +368,25 @@ pub(crate) fn lapses_at(header: &ItemHeader) -> Option<u32> {
 pub(crate) const NEVER_DUE: u32 = u32::MAX;
 
 /// Whether a stored record is visible to clients at `now`.
+impl StoreStats {
+    /// Counts a read that found a record it may not serve, as memcached's `get_flushed`
+    /// or `get_expired` (a flushed record counts as flushed, whatever its expiry; a
+    /// deleted one as neither).
+    pub(crate) fn count_invisible_read(&self, header: &ItemHeader, now: u32, flushed_seq: u64) {
+        if header.state.has(ItemState::TOMBSTONE) {
+            return;
+        }
+        let counter = if header.seq <= flushed_seq {
+            &self.get_flushed
+        } else if is_expired(header.expires_at, now) {
+            &self.get_expired
+        } else {
+            return;
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 pub(crate) fn is_visible(header: &ItemHeader, now: u32, flushed_seq: u64) -> bool {
     !header.state.has(ItemState::TOMBSTONE)
         && !is_expired(header.expires_at, now)
@@ -583,6 +614,9 @@ impl Store {
         let header = decode_header(raw.as_bytes()).map_err(|e| self.failed(&e.into()))?;
         let flushed_seq = flushed[usize::from(partition)].load(Ordering::Acquire);
         if !is_visible(&header, now, flushed_seq) {
+            self.shared
+                .stats
+                .count_invisible_read(&header, now, flushed_seq);
             return Ok(None);
         }
         let access = AccessInfo::new(previous_fetch, header.written_at);
@@ -814,6 +848,9 @@ impl Store {
             total_items: s.total_items.load(Ordering::Relaxed),
             reclaimed: s.reclaimed.load(Ordering::Relaxed),
             sweep_scans: s.sweep_scans.load(Ordering::Relaxed),
+            sweep_records: s.sweep_records.load(Ordering::Relaxed),
+            get_expired: s.get_expired.load(Ordering::Relaxed),
+            get_flushed: s.get_flushed.load(Ordering::Relaxed),
             commit_groups: s.commit_groups.load(Ordering::Relaxed),
             commit_micros: s.commit_micros.load(Ordering::Relaxed),
             write_stalls: s.write_stalls.load(Ordering::Relaxed),

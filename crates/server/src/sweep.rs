@@ -350,6 +350,10 @@ fn sweep_partition(
             .flushed_seq(namespace, partition)
             .load(Ordering::Acquire);
         let mut candidates = Vec::new();
+        shared
+            .stats
+            .sweep_records
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
         for entry in &entries {
             let Ok(header) = decode_header(&entry.head) else {
                 continue;

@@ -387,6 +387,11 @@ impl Writer {
             .as_ref()
             .filter(|r| is_visible(&r.header, now, flushed))
             .cloned();
+        if let (Op::Fetch(_), Some(record), None) = (&op, &physical, &live) {
+            self.shared
+                .stats
+                .count_invisible_read(&record.header, now, flushed);
+        }
         let outcome = match op {
             Op::Store(req) => {
                 OpOutcome::Store(self.store(group, &slot, replaced, live.as_ref(), req, now))

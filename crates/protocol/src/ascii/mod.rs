@@ -315,6 +315,9 @@ pub struct Rejection {
     pub invalidates: Option<Bytes>,
 }
 
+/// memcached's reply text for a value over the size limit.
+pub const VALUE_TOO_LARGE: &str = "object too large for cache";
+
 impl Rejection {
     /// Names the key whose current value the connection must remove.
     #[must_use]
@@ -358,6 +361,16 @@ impl Rejection {
             noreply: false,
             invalidates: None,
         }
+    }
+
+    /// `SERVER_ERROR object too large for cache`: a value over the size limit.
+    pub(crate) fn too_large() -> Self {
+        Self::server(VALUE_TOO_LARGE)
+    }
+
+    /// Whether this refuses a value for its size (memcached's `store_too_large`).
+    pub fn is_too_large(&self) -> bool {
+        matches!(&self.reply, ErrorReply::Server(message) if message == VALUE_TOO_LARGE)
     }
 
     /// The same reply, followed by `after`.

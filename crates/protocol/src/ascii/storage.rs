@@ -145,7 +145,7 @@ pub(super) fn parse(frame: &Frame<'_>, kind: Kind) -> Outcome {
         },
     };
     if len > frame.limits.max_value_len {
-        let rejection = Rejection::server("object too large for cache");
+        let rejection = Rejection::too_large();
         return reject(if mode == StoreMode::Set {
             rejection.invalidating(Bytes::copy_from_slice(key))
         } else {

@@ -170,7 +170,7 @@ pub(crate) fn parse(frame: &Frame<'_>) -> Outcome {
         Err(rej) => return reject(rej),
     };
     if len > frame.limits.max_value_len {
-        let rejection = Rejection::server("object too large for cache");
+        let rejection = Rejection::too_large();
         let sets = typed_flags
             .iter()
             .all(|f| !matches!(f, MetaSetFlag::Mode(mode) if *mode != MetaSetMode::Set));
