@@ -432,6 +432,11 @@ def test_stats_count_lapsed_reads_and_oversized_values(server_factory, target):
     assert delta("store_too_large") == 2
     assert after["store_no_memory"] == "0"
     assert after["accepting_conns"] == "1"
+    with Conn(*srv.addr) as conn:
+        assert conn.cmd("stats reset") == b"RESET"
+        reset = conn.stats()
+    for name in ["get_expired", "get_flushed", "store_too_large", "total_items"]:
+        assert reset[name] == "0", name
 
 
 def test_stats_settings(server_factory):

@@ -204,6 +204,7 @@ pub(crate) fn render(gateway: &Gateway, group: Option<&[u8]>) -> StatsReply {
         Some(b"engine") => StatsReply::Lines(engine(gateway)),
         Some(b"reset") => {
             gateway.stats.reset();
+            gateway.store.reset_stats();
             gateway.prefix_stats.clear();
             StatsReply::Reset
         }

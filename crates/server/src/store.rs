@@ -839,6 +839,26 @@ impl Store {
         Ok(found)
     }
 
+    /// `stats reset`: zeroes the cumulative counters, as memcached does (`total_items`,
+    /// `reclaimed`, `get_expired`, ...); the gauges (`curr_items`, `bytes`) stay.
+    pub fn reset_stats(&self) {
+        let s = &self.shared.stats;
+        for counter in [
+            &s.total_items,
+            &s.reclaimed,
+            &s.sweep_scans,
+            &s.sweep_records,
+            &s.get_expired,
+            &s.get_flushed,
+            &s.commit_groups,
+            &s.commit_micros,
+            &s.write_stalls,
+            &s.write_stall_micros,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Counters for `stats`.
     pub fn stats(&self) -> StoreStatsSnapshot {
         let s = &self.shared.stats;
