@@ -10,8 +10,12 @@ use smallvec::SmallVec;
 use triomphe::ThinArc;
 
 const SHARDS: usize = 64;
-/// Per-entry bookkeeping beyond key and record bytes (its share of the table's 16-byte
-/// slots, the block's header, allocation rounding).
+/// Per-entry bookkeeping charged beyond key and record bytes. An entry really costs its
+/// block's header (reference count, large-record pointer, length and key length: 28
+/// bytes) and its share of the 16-byte slots: 21 bytes in a table 3/4 full, up to 43 just
+/// after the table doubles. 48 is the lower end, kept from the `hashbrown` table before
+/// so that a cache of a given size holds as many entries as it did (the RSS after 1 M
+/// items fell by 9-17 MiB with the same count).
 const ENTRY_OVERHEAD: usize = 48;
 /// What a shared entry (see [`SHARE_FROM`]) adds: the box holding its `Bytes` handle, and
 /// the rest of an engine block (about `SHARE_FROM` bytes) that a record read from the
