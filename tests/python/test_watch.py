@@ -62,8 +62,7 @@ def test_fetches_and_storage_commands_are_logged(server_factory):
     srv = server_factory()
     watcher = Watch(srv.addr, "fetchers mutations")
     with Conn(*srv.addr) as c:
-        c.send("set watched:1 5 100 3\r\nabc\r\n")
-        assert c.readline() == b"STORED"
+        assert c.set("watched:1", "abc", flags=5, exptime=100) == b"STORED"
         c.send("get watched:1 watched:absent\r\n")
         assert c.readline() == b"VALUE watched:1 5 3"
         c.read_block(3)
@@ -102,12 +101,8 @@ def test_plain_watch_logs_fetches_only(server_factory):
     srv = server_factory()
     watcher = Watch(srv.addr)
     with Conn(*srv.addr) as c:
-        c.send("set plain 0 0 1\r\nx\r\n")
-        assert c.readline() == b"STORED"
-        c.send("get plain\r\n")
-        assert c.readline() == b"VALUE plain 0 1"
-        c.read_block(1)
-        assert c.readline() == b"END"
+        assert c.set("plain", "x") == b"STORED"
+        assert c.get("plain") == b"x"
     lines = watcher.lines_until([r"type=item_get key=plain status=found"])
     assert not [line for line in lines if "item_store" in line], lines
     watcher.close()

@@ -435,24 +435,24 @@ impl ItemCache {
     /// The cached record of `key`, if any. For the writer, which is the only updater, so
     /// a cached record is exactly the committed one.
     pub(crate) fn peek(&self, key: &[u8]) -> Option<Bytes> {
-        let hash = key_hash(key);
-        self.shards[Self::shard_of(hash)]
-            .lock()
-            .table
-            .find(hash, key)
-            .map(|block| block.record().to_bytes())
+        self.peek_with(key, |block| block.record().to_bytes())
     }
 
     /// The length of `key`'s cached record, if any; for the writer, as
     /// [`peek`](Self::peek). A plain `set` needs only that, and this spares it the
     /// allocation that handing out the record as `Bytes` costs.
     pub(crate) fn peek_len(&self, key: &[u8]) -> Option<usize> {
+        self.peek_with(key, |block| block.record_bytes().len())
+    }
+
+    /// What `read` takes from `key`'s cached block, if any, under the shard's lock.
+    fn peek_with<T>(&self, key: &[u8], read: impl FnOnce(&Block) -> T) -> Option<T> {
         let hash = key_hash(key);
         self.shards[Self::shard_of(hash)]
             .lock()
             .table
             .find(hash, key)
-            .map(|block| block.record_bytes().len())
+            .map(read)
     }
 
     /// Looks up `key`, whose [`key_hash`] the caller has already computed, and records a
