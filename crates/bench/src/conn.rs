@@ -99,11 +99,13 @@ impl Conn {
             Protocol::Meta => Request::MetaGet(MetaGet {
                 key: key.clone(),
                 base64: false,
-                flags: vec![
+                flags: [
                     MetaGetFlag::ReturnKey,
                     MetaGetFlag::ReturnClientFlags,
                     MetaGetFlag::ReturnValue,
-                ],
+                ]
+                .into_iter()
+                .collect(),
             }),
         };
         ascii::encode_request(&request, &mut self.write_buf);

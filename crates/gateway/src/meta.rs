@@ -34,10 +34,11 @@ struct Hit {
 }
 
 impl Connection {
-    pub(crate) async fn meta_get(&mut self, request: MetaGet) -> Result<(), Disconnected> {
+    pub(crate) async fn meta_get(&mut self, mut request: MetaGet) -> Result<(), Disconnected> {
         bump(&self.gateway.stats.cmd_get);
+        // The key goes in only if the writer is needed (see `meta_lookup`).
         let mut fetch = FetchRequest {
-            key: request.key.clone(),
+            key: Bytes::new(),
             touch: None,
             vivify: None,
             recache_below: None,
@@ -85,7 +86,7 @@ impl Connection {
                             flags.push(ReturnFlag::Opaque(opaque.clone()));
                         }
                         MetaGetFlag::ReturnKey => flags.push(ReturnFlag::Key {
-                            key: request.key.clone(),
+                            key: std::mem::take(&mut request.key),
                             base64: request.base64,
                         }),
                         _ => {}
@@ -119,8 +120,10 @@ impl Connection {
                 MetaGetFlag::ReturnCas => ReturnFlag::Cas(item.cas()),
                 MetaGetFlag::ReturnClientFlags => ReturnFlag::ClientFlags(item.client_flags()),
                 MetaGetFlag::ReturnHit => ReturnFlag::Hit(access.fetched_before),
+                // Moved, not cloned: the first clone of a key parsed from a request
+                // allocates (its buffer becomes shared). The parser refuses a second `k`.
                 MetaGetFlag::ReturnKey => ReturnFlag::Key {
-                    key: request.key.clone(),
+                    key: std::mem::take(&mut request.key),
                     base64: request.base64,
                 },
                 MetaGetFlag::ReturnLastAccess => {
@@ -161,7 +164,7 @@ impl Connection {
     async fn meta_lookup(
         &mut self,
         key: &Bytes,
-        fetch: FetchRequest,
+        mut fetch: FetchRequest,
         bump_access: bool,
     ) -> Result<Option<Hit>, StoreError> {
         let store = &self.gateway.store;
@@ -183,6 +186,9 @@ impl Connection {
                 Some(_) => {}
             }
         }
+        // Cloned only here: the first clone of a key parsed from the request allocates
+        // (its buffer becomes shared), which a plain read never needs.
+        fetch.key = key.clone();
         match store.fetch(ns, fetch).await? {
             FetchOutcome::Miss => Ok(None),
             FetchOutcome::Hit {

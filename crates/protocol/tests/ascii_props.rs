@@ -261,7 +261,7 @@ fn meta_request() -> impl Strategy<Value = Request> {
             Request::MetaGet(MetaGet {
                 key,
                 base64,
-                flags: unique(f),
+                flags: unique(f).into_iter().collect(),
             })
         }),
         (meta_key(), prop::collection::vec(ms_flag(), 0..20), value()).prop_map(

@@ -1,6 +1,7 @@
 //! `mg <key> <flags>*`: meta get.
 
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use super::super::tokens::{put_i64, put_u64};
 use super::super::{Outcome, Rejection, Request};
@@ -15,8 +16,10 @@ pub struct MetaGet {
     pub key: Bytes,
     /// The key was sent in base64 (`b`), so a returned key must be printed in base64.
     pub base64: bool,
-    /// The flags `mg` acts on, in request order.
-    pub flags: Vec<MetaGetFlag>,
+    /// The flags `mg` acts on, in request order. Held inline up to
+    /// [`MetaGet::INLINE_FLAGS`]: clients send a handful (`k f v`, `s t v`), and a heap
+    /// list was one of the three allocations an `mg` cost before its reply.
+    pub flags: SmallVec<[MetaGetFlag; MetaGet::INLINE_FLAGS]>,
 }
 
 /// A flag of `mg`. The ones named `Return…` ask for a return flag in the reply, in this
@@ -56,6 +59,9 @@ pub enum MetaGetFlag {
 }
 
 impl MetaGet {
+    /// Flags held without a heap allocation.
+    pub const INLINE_FLAGS: usize = 4;
+
     /// Whether `q` was given.
     pub fn is_quiet(&self) -> bool {
         self.flags.contains(&MetaGetFlag::Quiet)
@@ -86,7 +92,7 @@ pub(crate) fn parse(args: &[u8], line_len: usize, limits: &Limits) -> Outcome {
         Ok(parsed) => parsed,
         Err(e) => return line_only(Err(e.rejection())),
     };
-    let mut out = Vec::with_capacity(parsed.flags.len());
+    let mut out = SmallVec::with_capacity(parsed.flags.len());
     for flag in parsed.flags {
         let typed = match flag {
             Flag::ReturnCas => MetaGetFlag::ReturnCas,
@@ -173,7 +179,7 @@ mod tests {
         Request::MetaGet(MetaGet {
             key: Bytes::copy_from_slice(key.as_bytes()),
             base64: false,
-            flags,
+            flags: flags.into(),
         })
     }
 
@@ -233,7 +239,7 @@ mod tests {
             Request::MetaGet(MetaGet {
                 key: Bytes::from_static(b"foo"),
                 base64: true,
-                flags: vec![MetaGetFlag::ReturnValue],
+                flags: [MetaGetFlag::ReturnValue].into_iter().collect(),
             })
         );
         assert_eq!(encoded(&req), b"mg Zm9v b v\r\n");
