@@ -132,7 +132,7 @@ impl Conn {
                 Request::MetaSet(MetaSet {
                     key: key.clone(),
                     base64: false,
-                    flags,
+                    flags: flags.into(),
                     value,
                 })
             }

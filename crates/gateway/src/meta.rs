@@ -208,7 +208,7 @@ impl Connection {
         }
     }
 
-    pub(crate) async fn meta_set(&mut self, request: MetaSet) {
+    pub(crate) async fn meta_set(&mut self, mut request: MetaSet) {
         let mode = match request.mode() {
             MetaSetMode::Set => StoreMode::Set,
             MetaSetMode::Add => StoreMode::Add,
@@ -216,9 +216,15 @@ impl Connection {
             MetaSetMode::Append => StoreMode::Append,
             MetaSetMode::Prepend => StoreMode::Prepend,
         };
+        // Key and value move into the write rather than being cloned (see `wants_key`).
+        let mut reply_key = wants_key(&request.flags, &MetaSetFlag::ReturnKey, &request.key);
+        let value_len = request.value.len();
         let mut store = StoreRequest {
             mode,
-            ..StoreRequest::set(request.key.clone(), request.value.clone())
+            ..StoreRequest::set(
+                std::mem::take(&mut request.key),
+                std::mem::take(&mut request.value),
+            )
         };
         for flag in &request.flags {
             match flag {
@@ -245,24 +251,31 @@ impl Connection {
         if status == MetaStatus::Hd && request.is_quiet() {
             return;
         }
-        let mut reply = MetaResponse::new(status);
+        let mut flags = std::mem::take(&mut self.meta_flags);
         for flag in &request.flags {
-            reply.flags.push(match flag {
+            flags.push(match flag {
                 MetaSetFlag::ReturnCas => ReturnFlag::Cas(cas),
-                MetaSetFlag::ReturnKey => ReturnFlag::Key {
-                    key: request.key.clone(),
-                    base64: request.base64,
-                },
+                MetaSetFlag::ReturnKey => {
+                    let Some(key) = reply_key.take() else {
+                        continue;
+                    };
+                    ReturnFlag::Key {
+                        key,
+                        base64: request.base64,
+                    }
+                }
                 MetaSetFlag::Opaque(opaque) => ReturnFlag::Opaque(opaque.clone()),
-                MetaSetFlag::ReturnSize => ReturnFlag::Size(request.value.len() as u64),
+                MetaSetFlag::ReturnSize => ReturnFlag::Size(value_len as u64),
                 _ => continue,
             });
         }
-        ascii::encode_response(&Response::Meta(reply), &mut self.out);
+        ascii::encode_meta_reply(status, &flags, None, &mut self.out);
+        self.keep_meta_flags(flags);
     }
 
-    pub(crate) async fn meta_delete(&mut self, request: MetaDelete) {
-        let mut delete = DeleteRequest::new(request.key.clone());
+    pub(crate) async fn meta_delete(&mut self, mut request: MetaDelete) {
+        let mut reply_key = wants_key(&request.flags, &MetaDeleteFlag::ReturnKey, &request.key);
+        let mut delete = DeleteRequest::new(std::mem::take(&mut request.key));
         for flag in &request.flags {
             match flag {
                 MetaDeleteFlag::CompareCas(cas) => delete.compare_cas = Some(*cas),
@@ -282,23 +295,30 @@ impl Connection {
         if status == MetaStatus::Hd && request.is_quiet() {
             return;
         }
-        let mut reply = MetaResponse::new(status);
+        let mut flags = std::mem::take(&mut self.meta_flags);
         for flag in &request.flags {
-            reply.flags.push(match flag {
-                MetaDeleteFlag::ReturnKey => ReturnFlag::Key {
-                    key: request.key.clone(),
-                    base64: request.base64,
-                },
+            flags.push(match flag {
+                MetaDeleteFlag::ReturnKey => {
+                    let Some(key) = reply_key.take() else {
+                        continue;
+                    };
+                    ReturnFlag::Key {
+                        key,
+                        base64: request.base64,
+                    }
+                }
                 MetaDeleteFlag::Opaque(opaque) => ReturnFlag::Opaque(opaque.clone()),
                 _ => continue,
             });
         }
-        ascii::encode_response(&Response::Meta(reply), &mut self.out);
+        ascii::encode_meta_reply(status, &flags, None, &mut self.out);
+        self.keep_meta_flags(flags);
     }
 
-    pub(crate) async fn meta_arith(&mut self, request: MetaArith) {
+    pub(crate) async fn meta_arith(&mut self, mut request: MetaArith) {
         let incr = request.mode() == MetaArithMode::Incr;
-        let mut arith = ArithRequest::new(request.key.clone(), incr, request.delta());
+        let mut reply_key = wants_key(&request.flags, &MetaArithFlag::ReturnKey, &request.key);
+        let mut arith = ArithRequest::new(std::mem::take(&mut request.key), incr, request.delta());
         let mut vivify_ttl = None;
         let mut initial = 0;
         for flag in &request.flags {
@@ -329,27 +349,38 @@ impl Connection {
             .iter()
             .any(|f| matches!(f, MetaArithFlag::ReturnValue));
         let now = self.gateway.store.clock().now();
-        let mut reply = MetaResponse::new(status);
-        if let (Some((value, _)), true) = (&updated, wants_value) {
-            reply.status = MetaStatus::Va;
-            reply.data = Some(Bytes::from(value.to_string()));
-        }
+        let (status, data) = match (&updated, wants_value) {
+            (Some((value, _)), true) => (MetaStatus::Va, Some(value.to_string())),
+            _ => (status, None),
+        };
         let item = updated.map(|(_, item)| item);
+        let mut flags = std::mem::take(&mut self.meta_flags);
         for flag in &request.flags {
-            reply.flags.push(match (flag, &item) {
+            flags.push(match (flag, &item) {
                 (MetaArithFlag::ReturnTtl, Some(item)) => {
                     ReturnFlag::Ttl(remaining_ttl(item.expires_at, now))
                 }
                 (MetaArithFlag::ReturnCas, Some(item)) => ReturnFlag::Cas(item.cas),
-                (MetaArithFlag::ReturnKey, _) => ReturnFlag::Key {
-                    key: request.key.clone(),
-                    base64: request.base64,
-                },
+                (MetaArithFlag::ReturnKey, _) => {
+                    let Some(key) = reply_key.take() else {
+                        continue;
+                    };
+                    ReturnFlag::Key {
+                        key,
+                        base64: request.base64,
+                    }
+                }
                 (MetaArithFlag::Opaque(opaque), _) => ReturnFlag::Opaque(opaque.clone()),
                 _ => continue,
             });
         }
-        ascii::encode_response(&Response::Meta(reply), &mut self.out);
+        ascii::encode_meta_reply(
+            status,
+            &flags,
+            data.as_deref().map(str::as_bytes),
+            &mut self.out,
+        );
+        self.keep_meta_flags(flags);
     }
 
     /// `me <key>`: the item's metadata in memcached's `name=value` form.
@@ -403,6 +434,14 @@ impl Connection {
 }
 
 /// `W` (this client won the recache), `X` (stale), `Z` (someone else already won).
+/// The key for a `k` return flag, if `flags` hold one (`key_flag`). A meta command's key
+/// moves into its request to the store, and this clone is taken first, and only when the
+/// reply needs it: the first clone of a key as parsed from a request allocates (its
+/// buffer becomes shared), which every `ms`, `md` and `ma` paid before.
+fn wants_key<F: PartialEq>(flags: &[F], key_flag: &F, key: &Bytes) -> Option<Bytes> {
+    flags.contains(key_flag).then(|| key.clone())
+}
+
 fn push_lease_flags(flags: &mut Vec<ReturnFlag>, stale: bool, win_sent: bool, won: bool) {
     if won {
         flags.push(ReturnFlag::Won);

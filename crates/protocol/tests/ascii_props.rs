@@ -261,14 +261,14 @@ fn meta_request() -> impl Strategy<Value = Request> {
             Request::MetaGet(MetaGet {
                 key,
                 base64,
-                flags: unique(f).into_iter().collect(),
+                flags: unique(f).into(),
             })
         }),
         (meta_key(), prop::collection::vec(ms_flag(), 0..20), value()).prop_map(
             |((key, base64), f, value)| Request::MetaSet(MetaSet {
                 key,
                 base64,
-                flags: unique(f),
+                flags: unique(f).into(),
                 value,
             })
         ),
@@ -276,14 +276,14 @@ fn meta_request() -> impl Strategy<Value = Request> {
             Request::MetaDelete(MetaDelete {
                 key,
                 base64,
-                flags: unique(f),
+                flags: unique(f).into(),
             })
         }),
         (meta_key(), prop::collection::vec(ma_flag(), 0..20)).prop_map(|((key, base64), f)| {
             Request::MetaArith(MetaArith {
                 key,
                 base64,
-                flags: unique(f),
+                flags: unique(f).into(),
             })
         }),
         Just(Request::MetaNoop),

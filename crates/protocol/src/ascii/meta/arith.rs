@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use super::super::tokens::{put_i64, put_u64};
 use super::super::{Frame, Outcome, Rejection, Request};
 use super::flags::{self, Flag};
-use super::{put_base64_flag, put_flag_bytes, put_key};
+use super::{RequestFlags, put_base64_flag, put_flag_bytes, put_key};
 
 /// A meta arithmetic: increment or decrement a counter, optionally creating it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub struct MetaArith {
     /// The key was sent in base64 (`b`), so a returned key must be printed in base64.
     pub base64: bool,
     /// The flags `ma` acts on, in request order.
-    pub flags: Vec<MetaArithFlag>,
+    pub flags: RequestFlags<MetaArithFlag>,
 }
 
 /// A flag of `ma`.
@@ -200,7 +200,7 @@ mod tests {
         let expected = MetaArith {
             key: Bytes::from_static(b"n"),
             base64: false,
-            flags: vec![
+            flags: smallvec::smallvec![
                 F::ReturnValue,
                 F::CompareCas(1),
                 F::NewCas(2),

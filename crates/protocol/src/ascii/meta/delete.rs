@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use super::super::tokens::{put_i64, put_u64};
 use super::super::{Frame, Outcome, Rejection, Request};
 use super::flags::{self, Flag};
-use super::{put_base64_flag, put_flag_bytes, put_key};
+use super::{RequestFlags, put_base64_flag, put_flag_bytes, put_key};
 
 /// A meta delete: remove an item, or mark it stale, or drop just its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub struct MetaDelete {
     /// The key was sent in base64 (`b`), so a returned key must be printed in base64.
     pub base64: bool,
     /// The flags `md` acts on, in request order.
-    pub flags: Vec<MetaDeleteFlag>,
+    pub flags: RequestFlags<MetaDeleteFlag>,
 }
 
 /// A flag of `md`.
@@ -140,7 +140,7 @@ mod tests {
         let expected = MetaDelete {
             key: Bytes::from_static(b"foo"),
             base64: false,
-            flags: vec![
+            flags: smallvec::smallvec![
                 F::Quiet,
                 F::CompareCas(10),
                 F::NewCas(11),
@@ -165,7 +165,7 @@ mod tests {
             Request::MetaDelete(MetaDelete {
                 key: Bytes::from_static(b"foob"),
                 base64: true,
-                flags: vec![],
+                flags: RequestFlags::new(),
             })
         );
         assert_eq!(encoded(&req), b"md Zm9vYg== b\r\n");

@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 use super::super::base64;
 use super::super::tokens::{BAD_FORMAT, Tokens, key_ok, parse_i64, parse_u32, parse_u64, split};
 use super::super::{Frame, Rejection};
+use super::RequestFlags;
 use crate::Limits;
 
 /// memcached's `MFLAG_MAX_OPT_LENGTH`: a meta line may have at most 19 tokens (20 counting
@@ -286,8 +287,8 @@ pub(crate) fn opaque(arg: &[u8]) -> Result<Bytes, Rejection> {
 pub(crate) fn typed_flags<T>(
     flags: Flags<'_>,
     typed: impl Fn(Flag<'_>) -> Result<Option<T>, Rejection>,
-) -> Result<Vec<T>, Rejection> {
-    let mut out = Vec::with_capacity(flags.len());
+) -> Result<RequestFlags<T>, Rejection> {
+    let mut out = RequestFlags::with_capacity(flags.len());
     for flag in flags {
         if let Some(flag) = typed(flag)? {
             out.push(flag);

@@ -1,12 +1,11 @@
 //! `mg <key> <flags>*`: meta get.
 
 use bytes::{Bytes, BytesMut};
-use smallvec::SmallVec;
 
 use super::super::tokens::{put_i64, put_u64};
 use super::super::{Outcome, Rejection, Request};
 use super::flags::{self, Flag};
-use super::{put_base64_flag, put_flag_bytes, put_key};
+use super::{RequestFlags, put_base64_flag, put_flag_bytes, put_key};
 use crate::{Decoded, Limits};
 
 /// A meta get: fetch (and optionally touch, vivify or race for a recache of) one item.
@@ -16,10 +15,8 @@ pub struct MetaGet {
     pub key: Bytes,
     /// The key was sent in base64 (`b`), so a returned key must be printed in base64.
     pub base64: bool,
-    /// The flags `mg` acts on, in request order. Held inline up to
-    /// [`MetaGet::INLINE_FLAGS`]: clients send a handful (`k f v`, `s t v`), and a heap
-    /// list was one of the three allocations an `mg` cost before its reply.
-    pub flags: SmallVec<[MetaGetFlag; MetaGet::INLINE_FLAGS]>,
+    /// The flags `mg` acts on, in request order.
+    pub flags: RequestFlags<MetaGetFlag>,
 }
 
 /// A flag of `mg`. The ones named `Return…` ask for a return flag in the reply, in this
@@ -59,9 +56,6 @@ pub enum MetaGetFlag {
 }
 
 impl MetaGet {
-    /// Flags held without a heap allocation.
-    pub const INLINE_FLAGS: usize = 4;
-
     /// Whether `q` was given.
     pub fn is_quiet(&self) -> bool {
         self.flags.contains(&MetaGetFlag::Quiet)
@@ -92,7 +86,7 @@ pub(crate) fn parse(args: &[u8], line_len: usize, limits: &Limits) -> Outcome {
         Ok(parsed) => parsed,
         Err(e) => return line_only(Err(e.rejection())),
     };
-    let mut out = SmallVec::with_capacity(parsed.flags.len());
+    let mut out = RequestFlags::with_capacity(parsed.flags.len());
     for flag in parsed.flags {
         let typed = match flag {
             Flag::ReturnCas => MetaGetFlag::ReturnCas,
@@ -239,7 +233,7 @@ mod tests {
             Request::MetaGet(MetaGet {
                 key: Bytes::from_static(b"foo"),
                 base64: true,
-                flags: [MetaGetFlag::ReturnValue].into_iter().collect(),
+                flags: smallvec::smallvec![MetaGetFlag::ReturnValue],
             })
         );
         assert_eq!(encoded(&req), b"mg Zm9v b v\r\n");

@@ -19,8 +19,17 @@ pub(crate) mod reply;
 pub(crate) mod set;
 
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use super::base64;
+
+/// A meta command's typed flags, in request order. Held inline up to
+/// [`INLINE_REQUEST_FLAGS`]: clients send a handful (`k f v`, `s t v`, `T30 F0`), and a
+/// heap list was one of the allocations every meta command paid.
+pub type RequestFlags<T> = SmallVec<[T; INLINE_REQUEST_FLAGS]>;
+
+/// Flags a meta request holds without a heap allocation.
+pub const INLINE_REQUEST_FLAGS: usize = 4;
 
 pub use arith::{MetaArith, MetaArithFlag, MetaArithMode};
 pub use delete::{MetaDelete, MetaDeleteFlag};

@@ -6,7 +6,7 @@ use super::super::storage::finish;
 use super::super::tokens::{BAD_FORMAT, parse_data_len, put_i64, put_u64};
 use super::super::{Frame, Outcome, Rejection, Request};
 use super::flags::{self, Flag};
-use super::{put_base64_flag, put_flag_bytes, put_key};
+use super::{RequestFlags, put_base64_flag, put_flag_bytes, put_key};
 use crate::AfterError;
 
 /// A meta set: store one value, in one of the classic storage modes, with options.
@@ -17,7 +17,7 @@ pub struct MetaSet {
     /// The key was sent in base64 (`b`), so a returned key must be printed in base64.
     pub base64: bool,
     /// The flags `ms` acts on, in request order.
-    pub flags: Vec<MetaSetFlag>,
+    pub flags: RequestFlags<MetaSetFlag>,
     /// The data block, without its trailing `\r\n`.
     pub value: Bytes,
 }
@@ -248,7 +248,7 @@ mod tests {
         let expected = MetaSet {
             key: Bytes::from_static(b"foo"),
             base64: false,
-            flags: vec![
+            flags: smallvec::smallvec![
                 F::Ttl(90),
                 F::ClientFlags(1),
                 F::ReturnCas,
