@@ -433,7 +433,6 @@ impl Connection {
     }
 }
 
-/// `W` (this client won the recache), `X` (stale), `Z` (someone else already won).
 /// The key for a `k` return flag, if `flags` hold one (`key_flag`). A meta command's key
 /// moves into its request to the store, and this clone is taken first, and only when the
 /// reply needs it: the first clone of a key as parsed from a request allocates (its
@@ -442,6 +441,7 @@ fn wants_key<F: PartialEq>(flags: &[F], key_flag: &F, key: &Bytes) -> Option<Byt
     flags.contains(key_flag).then(|| key.clone())
 }
 
+/// `W` (this client won the recache), `X` (stale), `Z` (someone else already won).
 fn push_lease_flags(flags: &mut Vec<ReturnFlag>, stale: bool, win_sent: bool, won: bool) {
     if won {
         flags.push(ReturnFlag::Won);
