@@ -216,8 +216,13 @@ impl Connection {
             MetaSetMode::Append => StoreMode::Append,
             MetaSetMode::Prepend => StoreMode::Prepend,
         };
-        // Key and value move into the write rather than being cloned (see `wants_key`).
-        let mut reply_key = wants_key(&request.flags, &MetaSetFlag::ReturnKey, &request.key);
+        // Key and value move into the write, not cloned (see `prepared_key_flag`).
+        let mut key_flag = prepared_key_flag(
+            &request.flags,
+            &MetaSetFlag::ReturnKey,
+            &request.key,
+            request.base64,
+        );
         let value_len = request.value.len();
         let mut store = StoreRequest {
             mode,
@@ -252,29 +257,24 @@ impl Connection {
             return;
         }
         let mut flags = std::mem::take(&mut self.meta_flags);
-        for flag in &request.flags {
-            flags.push(match flag {
-                MetaSetFlag::ReturnCas => ReturnFlag::Cas(cas),
-                MetaSetFlag::ReturnKey => {
-                    let Some(key) = reply_key.take() else {
-                        continue;
-                    };
-                    ReturnFlag::Key {
-                        key,
-                        base64: request.base64,
-                    }
-                }
-                MetaSetFlag::Opaque(opaque) => ReturnFlag::Opaque(opaque.clone()),
-                MetaSetFlag::ReturnSize => ReturnFlag::Size(value_len as u64),
-                _ => continue,
-            });
-        }
+        flags.extend(request.flags.iter().filter_map(|flag| match flag {
+            MetaSetFlag::ReturnCas => Some(ReturnFlag::Cas(cas)),
+            MetaSetFlag::ReturnKey => key_flag.take(),
+            MetaSetFlag::Opaque(opaque) => Some(ReturnFlag::Opaque(opaque.clone())),
+            MetaSetFlag::ReturnSize => Some(ReturnFlag::Size(value_len as u64)),
+            _ => None,
+        }));
         ascii::encode_meta_reply(status, &flags, None, &mut self.out);
         self.keep_meta_flags(flags);
     }
 
     pub(crate) async fn meta_delete(&mut self, mut request: MetaDelete) {
-        let mut reply_key = wants_key(&request.flags, &MetaDeleteFlag::ReturnKey, &request.key);
+        let mut key_flag = prepared_key_flag(
+            &request.flags,
+            &MetaDeleteFlag::ReturnKey,
+            &request.key,
+            request.base64,
+        );
         let mut delete = DeleteRequest::new(std::mem::take(&mut request.key));
         for flag in &request.flags {
             match flag {
@@ -296,28 +296,23 @@ impl Connection {
             return;
         }
         let mut flags = std::mem::take(&mut self.meta_flags);
-        for flag in &request.flags {
-            flags.push(match flag {
-                MetaDeleteFlag::ReturnKey => {
-                    let Some(key) = reply_key.take() else {
-                        continue;
-                    };
-                    ReturnFlag::Key {
-                        key,
-                        base64: request.base64,
-                    }
-                }
-                MetaDeleteFlag::Opaque(opaque) => ReturnFlag::Opaque(opaque.clone()),
-                _ => continue,
-            });
-        }
+        flags.extend(request.flags.iter().filter_map(|flag| match flag {
+            MetaDeleteFlag::ReturnKey => key_flag.take(),
+            MetaDeleteFlag::Opaque(opaque) => Some(ReturnFlag::Opaque(opaque.clone())),
+            _ => None,
+        }));
         ascii::encode_meta_reply(status, &flags, None, &mut self.out);
         self.keep_meta_flags(flags);
     }
 
     pub(crate) async fn meta_arith(&mut self, mut request: MetaArith) {
         let incr = request.mode() == MetaArithMode::Incr;
-        let mut reply_key = wants_key(&request.flags, &MetaArithFlag::ReturnKey, &request.key);
+        let mut key_flag = prepared_key_flag(
+            &request.flags,
+            &MetaArithFlag::ReturnKey,
+            &request.key,
+            request.base64,
+        );
         let mut arith = ArithRequest::new(std::mem::take(&mut request.key), incr, request.delta());
         let mut vivify_ttl = None;
         let mut initial = 0;
@@ -355,25 +350,15 @@ impl Connection {
         };
         let item = updated.map(|(_, item)| item);
         let mut flags = std::mem::take(&mut self.meta_flags);
-        for flag in &request.flags {
-            flags.push(match (flag, &item) {
-                (MetaArithFlag::ReturnTtl, Some(item)) => {
-                    ReturnFlag::Ttl(remaining_ttl(item.expires_at, now))
-                }
-                (MetaArithFlag::ReturnCas, Some(item)) => ReturnFlag::Cas(item.cas),
-                (MetaArithFlag::ReturnKey, _) => {
-                    let Some(key) = reply_key.take() else {
-                        continue;
-                    };
-                    ReturnFlag::Key {
-                        key,
-                        base64: request.base64,
-                    }
-                }
-                (MetaArithFlag::Opaque(opaque), _) => ReturnFlag::Opaque(opaque.clone()),
-                _ => continue,
-            });
-        }
+        flags.extend(request.flags.iter().filter_map(|flag| match (flag, &item) {
+            (MetaArithFlag::ReturnTtl, Some(item)) => {
+                Some(ReturnFlag::Ttl(remaining_ttl(item.expires_at, now)))
+            }
+            (MetaArithFlag::ReturnCas, Some(item)) => Some(ReturnFlag::Cas(item.cas)),
+            (MetaArithFlag::ReturnKey, _) => key_flag.take(),
+            (MetaArithFlag::Opaque(opaque), _) => Some(ReturnFlag::Opaque(opaque.clone())),
+            _ => None,
+        }));
         ascii::encode_meta_reply(
             status,
             &flags,
@@ -433,12 +418,21 @@ impl Connection {
     }
 }
 
-/// The key for a `k` return flag, if `flags` hold one (`key_flag`). A meta command's key
-/// moves into its request to the store, and this clone is taken first, and only when the
-/// reply needs it: the first clone of a key as parsed from a request allocates (its
-/// buffer becomes shared), which every `ms`, `md` and `ma` paid before.
-fn wants_key<F: PartialEq>(flags: &[F], key_flag: &F, key: &Bytes) -> Option<Bytes> {
-    flags.contains(key_flag).then(|| key.clone())
+/// The `k` return flag of a meta command's reply, if its flags ask for one (`asked`),
+/// prepared before the command's key moves into its request to the store. The key is
+/// cloned only then: the first clone of a key as parsed from a request allocates (its
+/// buffer becomes shared), which every `ms`, `md` and `ma` paid before. The parser
+/// refuses a repeated flag, so the reply takes it once.
+fn prepared_key_flag<F: PartialEq>(
+    flags: &[F],
+    asked: &F,
+    key: &Bytes,
+    base64: bool,
+) -> Option<ReturnFlag> {
+    flags.contains(asked).then(|| ReturnFlag::Key {
+        key: key.clone(),
+        base64,
+    })
 }
 
 /// `W` (this client won the recache), `X` (stale), `Z` (someone else already won).
