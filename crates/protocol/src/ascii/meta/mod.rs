@@ -25,7 +25,10 @@ use super::base64;
 
 /// A meta command's typed flags, in request order. Held inline up to
 /// [`INLINE_REQUEST_FLAGS`]: clients send a handful (`k f v`, `s t v`, `T30 F0`), and a
-/// heap list was one of the allocations every meta command paid.
+/// heap list was one of the allocations every meta command paid (an `mg` made 3, now 1).
+/// The price is size: a flag is 40 bytes (an `O` token is a `Bytes`), so a decoded
+/// [`Request`](super::Request) is 248 bytes instead of 104; text gets, which move it
+/// just as often, measured the same in alternating runs.
 pub type RequestFlags<T> = SmallVec<[T; INLINE_REQUEST_FLAGS]>;
 
 /// Flags a meta request holds without a heap allocation.
