@@ -367,7 +367,6 @@ pub(crate) fn lapses_at(header: &ItemHeader) -> Option<u32> {
 /// lapse. An expiry this late (the year 2106) is taken for never too.
 pub(crate) const NEVER_DUE: u32 = u32::MAX;
 
-/// Whether a stored record is visible to clients at `now`.
 impl StoreStats {
     /// Counts a read that found a record it may not serve, as memcached's `get_flushed`
     /// or `get_expired` (a flushed record counts as flushed, whatever its expiry; a
@@ -387,6 +386,7 @@ impl StoreStats {
     }
 }
 
+/// Whether a stored record is visible to clients at `now`.
 pub(crate) fn is_visible(header: &ItemHeader, now: u32, flushed_seq: u64) -> bool {
     !header.state.has(ItemState::TOMBSTONE)
         && !is_expired(header.expires_at, now)
