@@ -10,10 +10,12 @@ use crate::{Engine, EngineError, KeyHead, KeyValue, Table, WriteBatch, WriteOp};
 
 /// An in-memory engine.
 ///
-/// It exists for two reasons: memory-mode namespaces (okuyama's "full memory" mode), and
-/// deterministic simulation tests, where disk I/O would make runs slow and unrepeatable.
-/// It is not a stand-in for fjall in the product's persistent paths. `sync` is a no-op
-/// because there is nothing to make durable.
+/// It exists for two reasons: deterministic simulation tests, where disk I/O would make
+/// runs slow and unrepeatable, and the bookkeeping (partition sequence numbers) of a store
+/// in memory mode, whose items live in the store's own item table rather than in any
+/// engine (`murakumo_server::Store::open_in_memory` says why). It is not a stand-in for
+/// fjall in the product's persistent paths. `sync` is a no-op because there is nothing to
+/// make durable.
 #[derive(Debug, Default)]
 pub struct MemoryEngine {
     items: RwLock<BTreeMap<Bytes, Bytes>>,

@@ -2,9 +2,12 @@
 
 use std::fmt;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
+use murakumo_engine::KeyHead;
+use murakumo_engine::keys::PARTITION_PREFIX_LEN;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 use triomphe::ThinArc;
@@ -79,6 +82,25 @@ pub(crate) struct ItemCache {
     /// for one cache line.
     shards: Vec<CachePadded<Mutex<Shard>>>,
     shard_capacity: usize,
+    /// Set when the table is where the items live (memory mode, see
+    /// [`holding_items`](Self::holding_items)) rather than a cache in front of the engine.
+    memory: Option<MemoryBound>,
+}
+
+/// The byte bound of a store whose items live only in this table (memory mode).
+///
+/// Why one bound for all shards rather than the cache's bound per shard: a cache that
+/// cannot hold a record simply leaves it to the engine, but here a record that does not
+/// fit is lost, and a shard's share of a small limit (64 MiB / 64) is less than one
+/// largest value. With a single bound any record up to the limit fits, and the evictions
+/// that make room for it are taken from every shard in turn.
+struct MemoryBound {
+    limit: usize,
+    /// Bytes held by all shards together. Only the writer inserts and removes in memory
+    /// mode, so this has one writer and relaxed readers (`stats`).
+    bytes: AtomicUsize,
+    /// The shard the next eviction starts in.
+    next_victim_shard: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -94,6 +116,10 @@ struct Shard {
 /// `Arc`) was a sixth of the server's time on a 100 KiB get load, and next to a record that
 /// large a separate allocation for its key costs nothing worth counting.
 const SHARE_FROM: usize = 4096;
+
+/// Slots a partition walk reads under one hold of its shard's lock (see
+/// [`ItemCache::scan_heads`]): a few thousand slots, tens of microseconds.
+const SCAN_STRETCH: usize = 4096;
 
 /// Bytes before the key in a [`Block`]: the key's length, little-endian.
 const KEY_LEN_BYTES: usize = 4;
@@ -215,9 +241,10 @@ impl AsRef<[u8]> for CachedRecord {
 /// One place in a [`Table`]: an entry, or empty.
 struct Slot {
     block: Option<Block>,
-    /// The low 32 bits of the key's hash: where the entry belongs in the table, and a
+    /// The low 31 bits of the key's hash: where the entry belongs in the table, and a
     /// filter that spares the key comparison for nearly every other entry a lookup passes.
-    hash: u32,
+    /// The top bit is [`REFERENCED`].
+    tag: u32,
     /// When this version of the item was last fetched (meta `h`, `l`; see `access`), in
     /// the slot a lookup has just read anyway. A fetch at Unix time 0 would read as none.
     last_fetch: Option<NonZeroU32>,
@@ -228,9 +255,18 @@ const _: () = assert!(size_of::<Slot>() == 16, "four slots to a cache line");
 impl Slot {
     const EMPTY: Self = Self {
         block: None,
-        hash: 0,
+        tag: 0,
         last_fetch: None,
     };
+
+    #[inline]
+    fn hash(&self) -> u32 {
+        self.tag & !REFERENCED
+    }
+
+    fn referenced(&self) -> bool {
+        self.tag & REFERENCED != 0
+    }
 
     /// Records a fetch at `fetched_at` (unless `None`: meta `u`) and returns the previous
     /// one. Written only when it changes (once a second at most for a hot key), so that
@@ -243,8 +279,22 @@ impl Slot {
         {
             self.last_fetch = now;
         }
+        // Meta `u` ("do not bump the item in the LRU") leaves it as it was.
+        if fetched_at.is_some() && !self.referenced() {
+            self.tag |= REFERENCED;
+        }
         previous_fetch
     }
+}
+
+/// The bit of [`Slot::tag`] that says the entry was used (entered the table, or was read)
+/// since the eviction hand last passed it.
+const REFERENCED: u32 = 1 << 31;
+
+/// What a slot keeps of a key's hash: the bits below [`REFERENCED`].
+#[inline]
+fn slot_hash(hash: u64) -> u32 {
+    hash as u32 & !REFERENCED
 }
 
 /// A hash table of cache entries: open addressing with linear probing, at most 3/4 full,
@@ -273,14 +323,14 @@ impl Table {
         if self.slots.is_empty() {
             return None;
         }
-        let hash = hash as u32;
+        let hash = slot_hash(hash);
         let mask = self.mask();
         let mut at = hash as usize & mask;
         // Ends: the table always has an empty slot.
         loop {
             let slot = &self.slots[at];
             let block = slot.block.as_ref()?;
-            if slot.hash == hash && block.key() == key {
+            if slot.hash() == hash && block.key() == key {
                 return Some(at);
             }
             at = (at + 1) & mask;
@@ -298,7 +348,7 @@ impl Table {
         }
         self.place(Slot {
             block: Some(block),
-            hash: hash as u32,
+            tag: slot_hash(hash),
             last_fetch,
         });
         self.len += 1;
@@ -306,7 +356,7 @@ impl Table {
 
     fn place(&mut self, slot: Slot) {
         let mask = self.mask();
-        let mut at = slot.hash as usize & mask;
+        let mut at = slot.hash() as usize & mask;
         while self.slots[at].block.is_some() {
             at = (at + 1) & mask;
         }
@@ -336,7 +386,7 @@ impl Table {
         let mut hole = at;
         let mut next = (at + 1) & mask;
         while self.slots[next].block.is_some() {
-            let home = self.slots[next].hash as usize & mask;
+            let home = self.slots[next].hash() as usize & mask;
             // It may fill the hole if the hole lies between its home and where it is.
             if next.wrapping_sub(home) & mask >= next.wrapping_sub(hole) & mask {
                 self.slots.swap(hole, next);
@@ -347,19 +397,49 @@ impl Table {
         removed
     }
 
-    /// Takes out an entry to make room: the next one from where the last eviction
-    /// stopped, so that eviction sweeps the whole table in turn instead of always emptying
-    /// the same region.
-    fn evict(&mut self) -> Option<Block> {
+    /// Takes out an entry to make room, by the CLOCK algorithm: the hand moves on from
+    /// where the last eviction stopped, gives each entry read since it last passed a
+    /// second chance (clearing its [`REFERENCED`] bit), and takes the first that was not.
+    ///
+    /// Why: memory mode promises LRU eviction (DESIGN §3), and this is the approximation
+    /// of it that costs a read nothing beyond setting a bit the first time it finds the
+    /// bit clear. Entries enter unreferenced, so a bulk load of items nobody reads goes
+    /// before the items in use (had they entered referenced, the hand's first turn would
+    /// clear every bit and evict in table order).
+    ///
+    /// `spare` (a [`slot_hash`] and key) is never taken: the entry that the evictions
+    /// make room for. Within two turns of the hand every other bit has been cleared, so
+    /// the search ends there, with `None` if only the spared entry is left.
+    fn evict(&mut self, spare: Option<(u32, &[u8])>) -> Option<Block> {
         if self.len == 0 {
             return None;
         }
         let mask = self.mask();
         let mut at = self.hand & mask;
-        while self.slots[at].block.is_none() {
+        let mut steps = 0;
+        loop {
+            let slot = &mut self.slots[at];
+            if let Some(block) = &slot.block {
+                let spared =
+                    spare.is_some_and(|(hash, key)| slot.hash() == hash && block.key() == key);
+                if !spared {
+                    if !slot.referenced() {
+                        break;
+                    }
+                    slot.tag &= !REFERENCED;
+                }
+            }
             at = (at + 1) & mask;
+            steps += 1;
+            if steps > 2 * self.slots.len() {
+                return None;
+            }
         }
-        self.hand = (at + 1) & mask;
+        // The hand stays where the victim was: removal shifts later entries back, and the
+        // one that lands there has not been looked at yet. (Moving on past it, the hand
+        // skipped such an entry on every turn: in a test, 12 of 1,800 unused keys outlived
+        // two limits' worth of newer items.)
+        self.hand = at;
         Some(self.remove_at(at))
     }
 }
@@ -396,7 +476,7 @@ impl Shard {
             return;
         }
         while self.bytes + added > capacity {
-            let Some(victim) = self.table.evict() else {
+            let Some(victim) = self.table.evict(None) else {
                 break;
             };
             self.bytes -= victim.cost();
@@ -419,17 +499,46 @@ impl ItemCache {
                 .map(|_| CachePadded::new(Mutex::new(Shard::default())))
                 .collect(),
             shard_capacity: capacity / SHARDS,
+            memory: None,
         }
+    }
+
+    /// A table that is the store of record for every item (memory mode): the writer puts
+    /// every record in with [`store`](Self::store), which evicts others to stay within
+    /// `limit` bytes, and a lookup that misses means the item does not exist.
+    pub(crate) fn holding_items(limit: usize) -> Self {
+        Self {
+            memory: Some(MemoryBound {
+                limit,
+                bytes: AtomicUsize::new(0),
+                next_victim_shard: AtomicUsize::new(0),
+            }),
+            ..Self::new(0)
+        }
+    }
+
+    /// Whether the table is where the items live (memory mode), not a cache.
+    pub(crate) fn holds_items(&self) -> bool {
+        self.memory.is_some()
     }
 
     /// Bytes the cached entries account for (records, keys and per-entry overhead).
     pub(crate) fn bytes(&self) -> usize {
-        self.shards.iter().map(|shard| shard.lock().bytes).sum()
+        match &self.memory {
+            Some(bound) => bound.bytes.load(Ordering::Relaxed),
+            None => self.shards.iter().map(|shard| shard.lock().bytes).sum(),
+        }
     }
 
-    fn shard_of(hash: u64) -> usize {
-        // The table uses the low bits; the shard takes the high ones.
-        (hash >> 58) as usize % SHARDS
+    /// The shard of an engine key: by its partition, so that all of a partition's entries
+    /// share one shard and a walk over a partition (the sweep and key dumps in memory
+    /// mode; later, partition moves) reads one shard. Partitions are already a hash of
+    /// the key, so the shards fill as evenly as they would by the key's hash.
+    fn shard_of(key: &[u8]) -> usize {
+        match key.get(4..PARTITION_PREFIX_LEN) {
+            Some(&[high, low]) => usize::from(u16::from_be_bytes([high, low])) % SHARDS,
+            _ => 0,
+        }
     }
 
     /// The cached record of `key`, if any. For the writer, which is the only updater, so
@@ -448,7 +557,7 @@ impl ItemCache {
     /// What `read` takes from `key`'s cached block, if any, under the shard's lock.
     fn peek_with<T>(&self, key: &[u8], read: impl FnOnce(&Block) -> T) -> Option<T> {
         let hash = key_hash(key);
-        self.shards[Self::shard_of(hash)]
+        self.shards[Self::shard_of(key)]
             .lock()
             .table
             .find(hash, key)
@@ -458,7 +567,7 @@ impl ItemCache {
     /// Looks up `key`, whose [`key_hash`] the caller has already computed, and records a
     /// fetch at `fetched_at` unless that is `None` (meta `u`).
     pub(crate) fn get(&self, hash: u64, key: &[u8], fetched_at: Option<u32>) -> Lookup {
-        let shard = Self::shard_of(hash);
+        let shard = Self::shard_of(key);
         let mut guard = self.shards[shard].lock();
         match guard.table.position(hash, key) {
             Some(at) => {
@@ -512,7 +621,7 @@ impl ItemCache {
         fetched_at: Option<u32>,
     ) -> Option<u32> {
         let hash = key_hash(key);
-        let mut shard = self.shards[Self::shard_of(hash)].lock();
+        let mut shard = self.shards[Self::shard_of(key)].lock();
         let at = shard.table.position(hash, key)?;
         let slot = &mut shard.table.slots[at];
         let cached_seq =
@@ -538,7 +647,7 @@ impl ItemCache {
     /// brought in; reads evict, and writes only use what is free.
     pub(crate) fn update(&self, key: &[u8], record: Option<&Bytes>) {
         let hash = key_hash(key);
-        let shard = Self::shard_of(hash);
+        let shard = Self::shard_of(key);
         let (generation, replaced, record) = {
             let mut guard = self.shards[shard].lock();
             guard.generation += 1;
@@ -563,12 +672,129 @@ impl ItemCache {
             guard.insert(hash, block, None, self.shard_capacity, replaced);
         }
     }
+
+    /// Memory mode's counterpart of [`update`](Self::update): the writer's committed
+    /// change of `key` (the new record, or `None` for a removal), which always goes in.
+    /// While the table then holds more than its limit, entries are evicted, one shard
+    /// after another, and `evicted` hears of each (its key and record length) so that
+    /// the writer can count it out of its partition.
+    pub(crate) fn store(
+        &self,
+        key: &[u8],
+        record: Option<&Bytes>,
+        mut evicted: impl FnMut(&[u8], usize),
+    ) {
+        let bound = self
+            .memory
+            .as_ref()
+            .expect("only a store in memory mode stores into its table");
+        let hash = key_hash(key);
+        // Built before the lock, as in `update`: readers of the shard wait for no copying.
+        let block = record.map(|record| Block::new(key, record));
+        {
+            let mut guard = self.shards[Self::shard_of(key)].lock();
+            guard.generation += 1;
+            if let Some(at) = guard.table.position(hash, key) {
+                let old = guard.table.remove_at(at);
+                guard.bytes -= old.cost();
+                bound.bytes.fetch_sub(old.cost(), Ordering::Relaxed);
+            }
+            let Some(block) = block else { return };
+            let cost = block.cost();
+            guard.bytes += cost;
+            bound.bytes.fetch_add(cost, Ordering::Relaxed);
+            // The old version and the new must never both be missing, so the new one
+            // goes in before room is made for it (the evictions lock other shards, and
+            // may need this one), and they spare it.
+            guard.table.insert_new(hash, block, None);
+        }
+        let spare = (slot_hash(hash), key);
+        while bound.bytes.load(Ordering::Relaxed) > bound.limit {
+            let Some(victim) = self.evict_from_next_shard(bound, spare) else {
+                break;
+            };
+            evicted(victim.key(), victim.record_bytes().len());
+        }
+    }
+
+    /// Takes one entry out of the next shard that holds any, for [`store`](Self::store).
+    fn evict_from_next_shard(&self, bound: &MemoryBound, spare: (u32, &[u8])) -> Option<Block> {
+        for _ in 0..SHARDS {
+            let shard = bound.next_victim_shard.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            let mut guard = self.shards[shard].lock();
+            if let Some(victim) = guard.table.evict(Some(spare)) {
+                guard.bytes -= victim.cost();
+                bound.bytes.fetch_sub(victim.cost(), Ordering::Relaxed);
+                return Some(victim);
+            }
+        }
+        None
+    }
+
+    /// In memory mode, where the table is the only copy of the items: up to `limit`
+    /// entries of the partition whose keys begin with `prefix`, from the key `start` on,
+    /// in key order, with the first `head_len` bytes of each record. It is the engine's
+    /// `scan_heads` for the sweep and for key dumps.
+    ///
+    /// A partition's entries all live in one shard (see `shard_of`), which is walked a
+    /// stretch of slots at a time so that its readers never wait long for the lock. The
+    /// table may change between stretches (an entry moved back by a removal, or the table
+    /// doubled), so an entry can be missed: like memcached's crawler, this walks a
+    /// position, not a snapshot, and what one pass misses the next one finds.
+    pub(crate) fn scan_heads(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        head_len: usize,
+    ) -> Vec<KeyHead> {
+        let shard = &self.shards[Self::shard_of(prefix)];
+        let mut found: Vec<Block> = Vec::new();
+        let mut at = 0;
+        loop {
+            let guard = shard.lock();
+            let slots = &guard.table.slots;
+            let end = slots.len().min(at + SCAN_STRETCH);
+            found.extend(
+                slots
+                    .get(at..end)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|slot| slot.block.as_ref())
+                    .filter(|block| block.key().starts_with(prefix) && block.key() >= start)
+                    .cloned(),
+            );
+            if end >= slots.len() {
+                break;
+            }
+            at = end;
+        }
+        found.sort_unstable_by(|a, b| a.key().cmp(b.key()));
+        found.dedup_by(|a, b| a.key() == b.key());
+        found.truncate(limit);
+        found
+            .iter()
+            .map(|block| {
+                KeyHead::of(
+                    Bytes::copy_from_slice(block.key()),
+                    block.record_bytes(),
+                    head_len,
+                )
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The engine key of `user_key` in the default namespace, as the store builds it.
+    fn ek(user_key: &[u8]) -> Vec<u8> {
+        let partition = crate::placement::partition_of(0, user_key);
+        murakumo_engine::keys::item_key(0, partition, user_key).to_vec()
+    }
 
     fn b(bytes: &[u8]) -> Bytes {
         Bytes::copy_from_slice(bytes)
@@ -577,20 +803,20 @@ mod tests {
     #[test]
     fn fill_then_hit_and_writer_updates_win() {
         let cache = ItemCache::new(1 << 20);
-        let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k", None) else {
+        let Lookup::Miss(token) = cache.get(key_hash(&ek(b"k")), &ek(b"k"), None) else {
             panic!()
         };
-        cache.fill(token, b"k", &b(b"v1"), None);
+        cache.fill(token, &ek(b"k"), &b(b"v1"), None);
         assert!(
-            matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Hit { record: r, .. } if r.as_bytes() == b"v1")
+            matches!(cache.get(key_hash(&ek(b"k")), &ek(b"k"), None), Lookup::Hit { record: r, .. } if r.as_bytes() == b"v1")
         );
-        cache.update(b"k", Some(&b(b"v2")));
+        cache.update(&ek(b"k"), Some(&b(b"v2")));
         assert!(
-            matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Hit { record: r, .. } if r.as_bytes() == b"v2")
+            matches!(cache.get(key_hash(&ek(b"k")), &ek(b"k"), None), Lookup::Hit { record: r, .. } if r.as_bytes() == b"v2")
         );
-        cache.update(b"k", None);
+        cache.update(&ek(b"k"), None);
         assert!(matches!(
-            cache.get(key_hash(b"k"), b"k", None),
+            cache.get(key_hash(&ek(b"k")), &ek(b"k"), None),
             Lookup::Miss(_)
         ));
     }
@@ -598,16 +824,19 @@ mod tests {
     #[test]
     fn a_fill_that_raced_a_write_is_refused() {
         let cache = ItemCache::new(1 << 20);
-        let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k", None) else {
+        let Lookup::Miss(token) = cache.get(key_hash(&ek(b"k")), &ek(b"k"), None) else {
             panic!()
         };
         // The writer commits (and then evicts, or deletes) while the reader holds an old
         // value from the engine.
-        cache.update(b"k", Some(&b(b"new")));
-        cache.update(b"k", None);
-        cache.fill(token, b"k", &b(b"old"), None);
+        cache.update(&ek(b"k"), Some(&b(b"new")));
+        cache.update(&ek(b"k"), None);
+        cache.fill(token, &ek(b"k"), &b(b"old"), None);
         assert!(
-            matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Miss(_)),
+            matches!(
+                cache.get(key_hash(&ek(b"k")), &ek(b"k"), None),
+                Lookup::Miss(_)
+            ),
             "a stale read must not be cached"
         );
     }
@@ -624,41 +853,41 @@ mod tests {
         // One shard's worth of room for a few entries: every key below lands in the shard
         // its hash picks, so fill a single shard by choosing keys that hash to it.
         let cache = ItemCache::new(SHARDS * 1024);
-        let shard = ItemCache::shard_of(key_hash(b"read"));
+        let shard = ItemCache::shard_of(&ek(b"read"));
         let same_shard = |prefix: &'static str| {
             (0..)
-                .map(move |i| format!("{prefix}{i}"))
-                .filter(move |key| ItemCache::shard_of(key_hash(key.as_bytes())) == shard)
+                .map(move |i| ek(format!("{prefix}{i}").as_bytes()))
+                .filter(move |key| ItemCache::shard_of(key) == shard)
         };
-        cache.update(b"written", Some(&b(b"v1")));
+        cache.update(&ek(b"written"), Some(&b(b"v1")));
         assert!(
-            matches!(cache.get(key_hash(b"written"), b"written", None), Lookup::Hit { record: r, .. } if r.as_bytes() == b"v1"),
+            matches!(cache.get(key_hash(&ek(b"written")), &ek(b"written"), None), Lookup::Hit { record: r, .. } if r.as_bytes() == b"v1"),
             "a write is cached while there is room"
         );
-        read_through(&cache, b"read", &b(b"v1"));
-        cache.update(b"read", Some(&b(b"v2")));
+        read_through(&cache, &ek(b"read"), &b(b"v1"));
+        cache.update(&ek(b"read"), Some(&b(b"v2")));
         assert!(
-            matches!(cache.get(key_hash(b"read"), b"read", None), Lookup::Hit { record: r, .. } if r.as_bytes() == b"v2")
+            matches!(cache.get(key_hash(&ek(b"read")), &ek(b"read"), None), Lookup::Hit { record: r, .. } if r.as_bytes() == b"v2")
         );
         // Reads fill the shard up; writes of new keys must then stay out rather than
         // push out what was read.
-        let read_keys: Vec<String> = same_shard("read").take(40).collect();
+        let read_keys: Vec<Vec<u8>> = same_shard("read").take(40).collect();
         for key in &read_keys {
-            read_through(&cache, key.as_bytes(), &b(&[0u8; 100]));
+            read_through(&cache, key, &b(&[0u8; 100]));
         }
         let full = cache.shards[shard].lock().bytes;
         let cached_before: Vec<bool> = read_keys
             .iter()
-            .map(|key| cache.peek(key.as_bytes()).is_some())
+            .map(|key| cache.peek(key).is_some())
             .collect();
         assert!(cached_before.iter().filter(|&&c| c).count() >= 4);
         for key in same_shard("written").take(40) {
-            cache.update(key.as_bytes(), Some(&b(&[1u8; 100])));
-            assert!(cache.peek(key.as_bytes()).is_none(), "{key} evicted a read");
+            cache.update(&key, Some(&b(&[1u8; 100])));
+            assert!(cache.peek(&key).is_none(), "{key:?} evicted a read");
         }
         let cached_after: Vec<bool> = read_keys
             .iter()
-            .map(|key| cache.peek(key.as_bytes()).is_some())
+            .map(|key| cache.peek(key).is_some())
             .collect();
         assert_eq!(cached_before, cached_after);
         assert_eq!(cache.shards[shard].lock().bytes, full);
@@ -669,9 +898,9 @@ mod tests {
         let capacity = SHARDS * 1024;
         let cache = ItemCache::new(capacity);
         for i in 0..10_000 {
-            let key = format!("key{i}");
-            read_through(&cache, key.as_bytes(), &b(&[0u8; 100]));
-            cache.update(key.as_bytes(), Some(&b(&[1u8; 100])));
+            let key = ek(format!("key{i}").as_bytes());
+            read_through(&cache, &key, &b(&[0u8; 100]));
+            cache.update(&key, Some(&b(&[1u8; 100])));
         }
         let total: usize = cache.shards.iter().map(|s| s.lock().bytes).sum();
         assert!(total <= capacity, "{total} > {capacity}");
@@ -685,8 +914,8 @@ mod tests {
     fn large_records_are_shared_not_copied() {
         let cache = ItemCache::new(1 << 20);
         let read = Bytes::from(vec![3u8; SHARE_FROM]);
-        read_through(&cache, b"k", &read);
-        let Lookup::Hit { record, .. } = cache.get(key_hash(b"k"), b"k", None) else {
+        read_through(&cache, &ek(b"k"), &read);
+        let Lookup::Hit { record, .. } = cache.get(key_hash(&ek(b"k")), &ek(b"k"), None) else {
             panic!("k should be cached")
         };
         assert_eq!(
@@ -696,17 +925,20 @@ mod tests {
         );
         assert_eq!(record.to_bytes().as_ptr(), read.as_ptr());
         let written = Bytes::from(vec![4u8; SHARE_FROM * 2]);
-        cache.update(b"k", Some(&written));
+        cache.update(&ek(b"k"), Some(&written));
         assert_eq!(
-            cache.peek(b"k").map(|r| r.as_ptr()),
+            cache.peek(&ek(b"k")).map(|r| r.as_ptr()),
             Some(written.as_ptr()),
             "the update was copied"
         );
         // Small records are still packed with their key.
         let small = b(b"small");
-        read_through(&cache, b"s", &small);
-        assert_ne!(cache.peek(b"s").map(|r| r.as_ptr()), Some(small.as_ptr()));
-        assert_eq!(cache.peek(b"s"), Some(small));
+        read_through(&cache, &ek(b"s"), &small);
+        assert_ne!(
+            cache.peek(&ek(b"s")).map(|r| r.as_ptr()),
+            Some(small.as_ptr())
+        );
+        assert_eq!(cache.peek(&ek(b"s")), Some(small));
     }
 
     #[test]
@@ -714,16 +946,16 @@ mod tests {
         let capacity = SHARDS * 64 * 1024;
         let cache = ItemCache::new(capacity);
         for i in 0..2_000 {
-            let key = format!("key{i}");
+            let key = ek(format!("key{i}").as_bytes());
             let len = [10, SHARE_FROM - 1, SHARE_FROM, 3 * SHARE_FROM][i % 4];
-            read_through(&cache, key.as_bytes(), &Bytes::from(vec![0u8; len]));
+            read_through(&cache, &key, &Bytes::from(vec![0u8; len]));
             if i % 3 == 0 {
-                cache.update(key.as_bytes(), Some(&Bytes::from(vec![1u8; len + 1])));
+                cache.update(&key, Some(&Bytes::from(vec![1u8; len + 1])));
             }
             assert!(cache.bytes() <= capacity, "{} > {capacity}", cache.bytes());
         }
         let cached = (0..2_000)
-            .filter(|i| cache.peek(format!("key{i}").as_bytes()).is_some())
+            .filter(|i| cache.peek(&ek(format!("key{i}").as_bytes())).is_some())
             .count();
         assert!(
             cached > 100,
@@ -731,12 +963,12 @@ mod tests {
         );
         // Every cached record is the one last written or read, whatever its layout.
         for i in 0..2_000 {
-            let key = format!("key{i}");
-            if let Some(record) = cache.peek(key.as_bytes()) {
+            let key = ek(format!("key{i}").as_bytes());
+            if let Some(record) = cache.peek(&key) {
                 let len = [10, SHARE_FROM - 1, SHARE_FROM, 3 * SHARE_FROM][i % 4];
                 let (fill, want) = if i % 3 == 0 { (1, len + 1) } else { (0, len) };
-                assert_eq!(record.len(), want, "{key}");
-                assert!(record.iter().all(|&byte| byte == fill), "{key}");
+                assert_eq!(record.len(), want, "{i}");
+                assert!(record.iter().all(|&byte| byte == fill), "{i}");
             }
         }
     }
@@ -744,10 +976,13 @@ mod tests {
     #[test]
     fn an_update_too_large_to_cache_drops_the_old_record() {
         let cache = ItemCache::new(SHARDS * 1024);
-        read_through(&cache, b"k", &b(b"small"));
-        cache.update(b"k", Some(&b(&[7u8; 4096])));
+        read_through(&cache, &ek(b"k"), &b(b"small"));
+        cache.update(&ek(b"k"), Some(&b(&[7u8; 4096])));
         assert!(
-            matches!(cache.get(key_hash(b"k"), b"k", None), Lookup::Miss(_)),
+            matches!(
+                cache.get(key_hash(&ek(b"k")), &ek(b"k"), None),
+                Lookup::Miss(_)
+            ),
             "the old record must not be served after a write the cache cannot hold"
         );
     }
@@ -765,7 +1000,7 @@ mod tests {
     }
 
     fn previous_fetch(cache: &ItemCache, fetched_at: Option<u32>) -> Option<u32> {
-        match cache.get(key_hash(b"k"), b"k", fetched_at) {
+        match cache.get(key_hash(&ek(b"k")), &ek(b"k"), fetched_at) {
             Lookup::Hit { previous_fetch, .. } => previous_fetch,
             Lookup::Miss(_) => panic!("k should be cached"),
         }
@@ -774,21 +1009,21 @@ mod tests {
     #[test]
     fn fetch_marks_follow_memcached() {
         let cache = ItemCache::new(1 << 20);
-        let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k", Some(100)) else {
+        let Lookup::Miss(token) = cache.get(key_hash(&ek(b"k")), &ek(b"k"), Some(100)) else {
             panic!()
         };
         // Read from the engine at 100: that fetch is the first.
-        cache.fill(token, b"k", &b(&record_with_seq(1)), Some(100));
+        cache.fill(token, &ek(b"k"), &b(&record_with_seq(1)), Some(100));
         assert_eq!(previous_fetch(&cache, Some(105)), Some(100));
         // Meta `u`: reported, not recorded.
         assert_eq!(previous_fetch(&cache, None), Some(105));
         assert_eq!(previous_fetch(&cache, Some(110)), Some(105));
         // A new version of the item starts over.
-        cache.update(b"k", Some(&b(&record_with_seq(2))));
+        cache.update(&ek(b"k"), Some(&b(&record_with_seq(2))));
         assert_eq!(previous_fetch(&cache, Some(120)), None);
         // A fetch through the writer counts for the version it returned, and only that.
-        assert_eq!(cache.record_fetch(b"k", 2, Some(125)), Some(120));
-        assert_eq!(cache.record_fetch(b"k", 1, Some(126)), None);
+        assert_eq!(cache.record_fetch(&ek(b"k"), 2, Some(125)), Some(120));
+        assert_eq!(cache.record_fetch(&ek(b"k"), 1, Some(126)), None);
         assert_eq!(previous_fetch(&cache, None), Some(125));
     }
 
@@ -842,7 +1077,7 @@ mod tests {
                         }
                     }
                     TableOp::Evict => {
-                        let victim = table.evict();
+                        let victim = table.evict(None);
                         prop_assert_eq!(victim.is_some(), !model.is_empty());
                         if let Some(victim) = victim {
                             let id = victim.record_bytes()[0];
@@ -879,13 +1114,13 @@ mod tests {
     #[test]
     fn a_zero_capacity_cache_stores_nothing() {
         let cache = ItemCache::new(0);
-        cache.update(b"k", Some(&b(b"v")));
-        let Lookup::Miss(token) = cache.get(key_hash(b"k"), b"k", None) else {
+        cache.update(&ek(b"k"), Some(&b(b"v")));
+        let Lookup::Miss(token) = cache.get(key_hash(&ek(b"k")), &ek(b"k"), None) else {
             panic!()
         };
-        cache.fill(token, b"k", &b(b"v"), None);
+        cache.fill(token, &ek(b"k"), &b(b"v"), None);
         assert!(matches!(
-            cache.get(key_hash(b"k"), b"k", None),
+            cache.get(key_hash(&ek(b"k")), &ek(b"k"), None),
             Lookup::Miss(_)
         ));
     }

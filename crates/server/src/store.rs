@@ -10,7 +10,7 @@ use murakumo_engine::keys::{
     DEFAULT_NAMESPACE, NamespaceId, PartitionId, item_key, partition_prefix, successor,
 };
 use murakumo_engine::record::{HEADER_LEN, ItemHeader, ItemState, Record, decode_header};
-use murakumo_engine::{Engine, EngineError, Table, WriteBatch};
+use murakumo_engine::{Engine, EngineError, KeyHead, MemoryEngine, Table, WriteBatch};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -189,6 +189,8 @@ pub struct StoreStats {
     pub write_stalls: AtomicU64,
     /// Total time those writes waited, in microseconds.
     pub write_stall_micros: AtomicU64,
+    /// Items evicted to stay within the memory limit (memory mode; `evictions`).
+    pub evictions: AtomicU64,
 }
 
 /// A snapshot of [`StoreStats`] plus engine figures.
@@ -218,6 +220,8 @@ pub struct StoreStatsSnapshot {
     pub write_stalls: u64,
     /// Microseconds those writes waited.
     pub write_stall_micros: u64,
+    /// `evictions`.
+    pub evictions: u64,
     /// Bytes on disk.
     pub disk_bytes: u64,
     /// Bytes of records held in memory by the item cache.
@@ -306,6 +310,22 @@ impl Shared {
         self.written_due
             .get(&namespace)
             .and_then(|v| v.get(usize::from(partition)))
+    }
+
+    /// Up to `limit` items of the partition whose keys begin with `prefix`, from `start`
+    /// on, in key order, with the header of each record: from the engine, or in memory
+    /// mode from the item table.
+    pub(crate) fn scan_item_heads(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyHead>, EngineError> {
+        if self.cache.holds_items() {
+            return Ok(self.cache.scan_heads(prefix, start, limit, HEADER_LEN));
+        }
+        self.engine
+            .scan_heads(Table::Items, prefix, start, limit, HEADER_LEN)
     }
 
     pub(crate) fn stopping(&self) -> bool {
@@ -437,6 +457,45 @@ impl Store {
         config: StoreConfig,
         clock: Clock,
     ) -> Result<Self, StoreError> {
+        let cache = ItemCache::new(config.item_cache_bytes);
+        Self::start(engine, cache, config, clock)
+    }
+
+    /// Opens an empty store whose items live only in memory, within `limit_bytes` (DESIGN
+    /// §3's `memory` storage mode, memcached's `-m`): the least recently stored or read
+    /// items are evicted to make room (counted in `evictions`), nothing is written to
+    /// disk, and nothing survives a restart. `config.item_cache_bytes` and `config.sync`
+    /// do not apply.
+    ///
+    /// Why the items live in the item cache's table rather than in an engine: a read is
+    /// then exactly a cached read of the persistent mode (one slot, one block), and a
+    /// write replaces one entry, where an ordered in-memory engine behind the cache cost
+    /// a set as much CPU as fjall did (a `BTreeMap` insert, plus the cache's copy). The
+    /// writer, with its sequencing and memcached's rules, is the same in both modes; an
+    /// in-memory engine keeps only the bookkeeping (partition sequence numbers).
+    pub fn open_in_memory(
+        limit_bytes: usize,
+        config: StoreConfig,
+        clock: Clock,
+    ) -> Result<Self, StoreError> {
+        let config = StoreConfig {
+            sync: SyncPolicy::default(),
+            ..config
+        };
+        Self::start(
+            Arc::new(MemoryEngine::new()),
+            ItemCache::holding_items(limit_bytes),
+            config,
+            clock,
+        )
+    }
+
+    fn start(
+        engine: Arc<dyn Engine>,
+        cache: ItemCache,
+        config: StoreConfig,
+        clock: Clock,
+    ) -> Result<Self, StoreError> {
         let unavailable = |e: EngineError| StoreError::Unavailable(e.to_string());
         check_format(engine.as_ref()).map_err(unavailable)?;
         let (partitions, pending_flush) = load_bookkeeping(engine.as_ref()).map_err(unavailable)?;
@@ -472,7 +531,7 @@ impl Store {
             written_due,
             sweep_forced: AtomicBool::new(false),
             failure: OnceLock::new(),
-            cache: ItemCache::new(config.item_cache_bytes),
+            cache,
             writes_committed: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             writer_closed: AtomicBool::new(false),
@@ -504,7 +563,9 @@ impl Store {
             let writer = Arc::clone(&writer);
             vec![spawn("murakumo-writer", move || writer.run())]
         };
-        if let SyncPolicy::Periodic(interval) = config.sync {
+        if let SyncPolicy::Periodic(interval) = config.sync
+            && !shared.cache.holds_items()
+        {
             let shared = Arc::clone(&shared);
             threads.push(spawn("murakumo-syncer", move || {
                 run_syncer(&shared, interval);
@@ -602,6 +663,7 @@ impl Store {
                     record,
                     previous_fetch,
                 } => (RawRecord::Cached(record), previous_fetch),
+                Lookup::Miss(_) if self.shared.cache.holds_items() => return Ok(None),
                 Lookup::Miss(token) => match self.shared.engine.get(Table::Items, &engine_key) {
                     Ok(Some(raw)) => {
                         self.shared.cache.fill(token, &engine_key, &raw, fetched_at);
@@ -809,8 +871,7 @@ impl Store {
             let wanted = limit - examined;
             let chunk = self
                 .shared
-                .engine
-                .scan_heads(Table::Items, &prefix, &start, wanted, HEADER_LEN)
+                .scan_item_heads(&prefix, &start, wanted)
                 .map_err(|e| self.failed(&e))?;
             examined += chunk.len();
             match chunk.last() {
@@ -875,6 +936,7 @@ impl Store {
             commit_micros: s.commit_micros.load(Ordering::Relaxed),
             write_stalls: s.write_stalls.load(Ordering::Relaxed),
             write_stall_micros: s.write_stall_micros.load(Ordering::Relaxed),
+            evictions: s.evictions.load(Ordering::Relaxed),
             disk_bytes: self.shared.engine.disk_space(),
             cached_bytes: self.shared.cache.bytes() as u64,
         }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crossbeam_channel::Sender;
 use murakumo_engine::keys::{NamespaceId, PartitionId, partition_prefix, successor};
-use murakumo_engine::record::{HEADER_LEN, decode_header};
+use murakumo_engine::record::decode_header;
 use murakumo_engine::{Engine, EngineError, Table};
 
 use crate::IdMap;
@@ -334,17 +334,13 @@ fn sweep_partition(
             return Err(());
         }
         let want = chunk.min(budget);
-        let entries =
-            match shared
-                .engine
-                .scan_heads(Table::Items, &prefix, &start, want, HEADER_LEN)
-            {
-                Ok(entries) => entries,
-                Err(err) => {
-                    shared.fail(&err);
-                    return Err(());
-                }
-            };
+        let entries = match shared.scan_item_heads(&prefix, &start, want) {
+            Ok(entries) => entries,
+            Err(err) => {
+                shared.fail(&err);
+                return Err(());
+            }
+        };
         let now = shared.clock.now();
         let flushed = shared
             .flushed_seq(namespace, partition)

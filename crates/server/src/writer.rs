@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use murakumo_engine::keys::{NamespaceId, PartitionId, item_key};
+use murakumo_engine::keys::{NamespaceId, PARTITION_PREFIX_LEN, PartitionId, item_key};
 use murakumo_engine::record::{HEADER_LEN, ItemHeader, ItemState, Record, RecordError};
 use murakumo_engine::{EngineError, Table, WriteBatch};
 use tokio::sync::oneshot;
@@ -665,15 +665,21 @@ impl Writer {
         header.seq = state.seq;
         header.cas = cas.unwrap_or_else(|| generated_cas(state.seq, slot.partition));
         let removed = replaced.map(|len| record_size(&slot.key, len));
-        self.account(slot, Some(record_size(&slot.key, value.len())), removed);
+        self.account(
+            slot.place(),
+            Some(record_size(&slot.key, value.len())),
+            removed,
+        );
         if let Some(due) = lapses_at(&header) {
             group.sweepable.push((slot.namespace, slot.partition, due));
         }
         let record = Record { header, value };
         let encoded = record.encode();
-        group
-            .batch
-            .put(Table::Items, slot.key.clone(), encoded.clone());
+        if !self.shared.cache.holds_items() {
+            group
+                .batch
+                .put(Table::Items, slot.key.clone(), encoded.clone());
+        }
         group.record_change(slot.key.clone(), Some(encoded));
         if raise_ceiling {
             group.dirty.insert((slot.namespace, slot.partition));
@@ -688,8 +694,10 @@ impl Writer {
     /// the key held none).
     fn remove(&mut self, group: &mut Group, slot: &Slot, replaced: Option<usize>) {
         let Some(old_len) = replaced else { return };
-        self.account(slot, None, Some(record_size(&slot.key, old_len)));
-        group.batch.delete(Table::Items, slot.key.clone());
+        self.account(slot.place(), None, Some(record_size(&slot.key, old_len)));
+        if !self.shared.cache.holds_items() {
+            group.batch.delete(Table::Items, slot.key.clone());
+        }
         group.record_change(slot.key.clone(), None);
         self.unpersisted.insert((slot.namespace, slot.partition));
     }
@@ -778,7 +786,12 @@ impl Writer {
         // One clock reading serves the checkpoint check and the commit timing.
         let started = Instant::now();
         self.add_checkpoint(group, started);
-        if group.batch.is_empty() && group.dirty.is_empty() && group.replies.is_empty() {
+        // In memory mode a change need not be in the batch: the item table is its only copy.
+        if group.batch.is_empty()
+            && group.changes.is_empty()
+            && group.dirty.is_empty()
+            && group.replies.is_empty()
+        {
             return;
         }
         for (namespace, partition) in &group.dirty {
@@ -822,8 +835,12 @@ impl Writer {
         }
         // Before anyone hears back: a client must never read its acknowledged write back
         // stale from the cache.
-        for (key, record) in &group.changes {
-            self.shared.cache.update(key, record.as_ref());
+        if self.shared.cache.holds_items() {
+            self.store_in_memory(group);
+        } else {
+            for (key, record) in &group.changes {
+                self.shared.cache.update(key, record.as_ref());
+            }
         }
         // Only now: a sweep that takes these reports must find the records in the engine.
         for (namespace, partition, due) in group.sweepable.drain(..) {
@@ -848,12 +865,36 @@ impl Writer {
         }
     }
 
+    /// Memory mode: puts the group's changes in the item table, which is the only copy,
+    /// and counts the items it evicts to make room out of their partitions.
+    fn store_in_memory(&mut self, group: &Group) {
+        let shared = Arc::clone(&self.shared);
+        for (key, record) in &group.changes {
+            shared
+                .cache
+                .store(key, record.as_ref(), |victim, record_len| {
+                    let Some(place) = place_of_engine_key(victim) else {
+                        return;
+                    };
+                    let value_len = record_len.saturating_sub(HEADER_LEN);
+                    self.account(place, None, Some(record_size(victim, value_len)));
+                    self.unpersisted.insert(place);
+                    shared.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                });
+        }
+    }
+
     /// Counts a record of `added` bytes in and one of `removed` bytes out of a partition,
     /// and of the store-wide `curr_items`/`bytes` (which start as the sums of the
     /// partitions' persisted counters, so they never need recomputing).
-    fn account(&mut self, slot: &Slot, added: Option<u64>, removed: Option<u64>) {
+    fn account(
+        &mut self,
+        place: (NamespaceId, PartitionId),
+        added: Option<u64>,
+        removed: Option<u64>,
+    ) {
         // Disjoint field borrows: the partition states and the shared counters.
-        let state = partition_state(&mut self.partitions, slot);
+        let state = partition_state(&mut self.partitions, place);
         let stats = &self.shared.stats;
         if let Some(size) = removed {
             state.items = state.items.saturating_sub(1);
@@ -876,6 +917,9 @@ impl Writer {
         if let Some(raw) = self.shared.cache.peek(key) {
             return Ok(Some(Record::decode(&raw)?));
         }
+        if self.shared.cache.holds_items() {
+            return Ok(None);
+        }
         match self.shared.engine.get(Table::Items, key)? {
             Some(raw) => Ok(Some(Record::decode(&raw)?)),
             None => Ok(None),
@@ -889,6 +933,8 @@ impl Writer {
             pending.as_ref().map(Bytes::len)
         } else if let Some(len) = self.shared.cache.peek_len(key) {
             Some(len)
+        } else if self.shared.cache.holds_items() {
+            None
         } else {
             self.shared.engine.value_len(Table::Items, key)?
         };
@@ -909,7 +955,7 @@ impl Writer {
     }
 
     fn state_mut(&mut self, slot: &Slot) -> &mut PartitionState {
-        partition_state(&mut self.partitions, slot)
+        partition_state(&mut self.partitions, slot.place())
     }
 }
 
@@ -936,6 +982,22 @@ impl Slot {
     }
 }
 
+impl Slot {
+    fn place(&self) -> (NamespaceId, PartitionId) {
+        (self.namespace, self.partition)
+    }
+}
+
+/// The namespace and partition of an engine key the item table handed back (an evicted
+/// entry).
+fn place_of_engine_key(key: &[u8]) -> Option<(NamespaceId, PartitionId)> {
+    let ([n0, n1, n2, n3, p0, p1], _) = key.split_first_chunk::<PARTITION_PREFIX_LEN>()?;
+    Some((
+        NamespaceId::from_be_bytes([*n0, *n1, *n2, *n3]),
+        PartitionId::from_be_bytes([*p0, *p1]),
+    ))
+}
+
 /// Bits of a generated CAS that hold the partition.
 const CAS_PARTITION_BITS: u32 = PARTITIONS.trailing_zeros();
 const _: () = assert!(
@@ -954,14 +1016,14 @@ fn generated_cas(seq: u64, partition: PartitionId) -> u64 {
     (seq << CAS_PARTITION_BITS) | u64::from(partition)
 }
 
-fn partition_state<'a>(
-    partitions: &'a mut IdMap<NamespaceId, Vec<PartitionState>>,
-    slot: &Slot,
-) -> &'a mut PartitionState {
+fn partition_state(
+    partitions: &mut IdMap<NamespaceId, Vec<PartitionState>>,
+    (namespace, partition): (NamespaceId, PartitionId),
+) -> &mut PartitionState {
     let states = partitions
-        .entry(slot.namespace)
+        .entry(namespace)
         .or_insert_with(|| vec![PartitionState::default(); usize::from(PARTITIONS)]);
-    &mut states[usize::from(slot.partition)]
+    &mut states[usize::from(partition)]
 }
 
 fn saturating_sub(counter: &std::sync::atomic::AtomicU64, amount: u64) {
