@@ -33,6 +33,16 @@ pub enum SyncMode {
     Periodic,
 }
 
+/// Where the items live (DESIGN §3's storage modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StorageMode {
+    /// On disk (fjall), journaled: acknowledged writes survive a crash and a restart.
+    Persistent,
+    /// In memory only, as memcached: within -m, the least recently used items are
+    /// evicted to make room, and nothing survives a restart.
+    Memory,
+}
+
 /// Flags of `murakumo dev`.
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -42,7 +52,10 @@ pub struct DevArgs {
     /// memcached address (text, meta and binary protocols).
     #[arg(long, short = 'l', default_value = "127.0.0.1:11211")]
     listen: SocketAddr,
-    /// Durability of acknowledged writes.
+    /// Where the items live.
+    #[arg(long, value_enum, default_value_t = StorageMode::Persistent)]
+    storage: StorageMode,
+    /// Durability of acknowledged writes (persistent storage).
     #[arg(long, value_enum, default_value_t = SyncMode::Periodic)]
     sync: SyncMode,
     /// fsync interval for --sync periodic, in milliseconds.
@@ -61,11 +74,12 @@ pub struct DevArgs {
     /// it (1k to 128m).
     #[arg(long, short = 'I', default_value = "1m", value_parser = parse_item_size)]
     max_item_size: u64,
-    /// Memory for items, in MiB: a quarter for hot items in front of the storage engine,
-    /// the rest for the engine's write buffer (two memtables of a sixth of it each, 4 to
-    /// 64 MiB, fixed when the data directory is created; writes wait while it is full)
-    /// and block cache. Without it, the last `cache_memlimit` a client sent is used, else
-    /// 256.
+    /// Memory for items, in MiB. Persistent storage: a quarter for hot items in front of
+    /// the storage engine, the rest for the engine's write buffer (two memtables of a
+    /// sixth of it each, 4 to 64 MiB, fixed when the data directory is created; writes
+    /// wait while it is full) and block cache. Memory storage: all of it for the items
+    /// (at least twice --max-item-size, as memcached asks). Without it, the last
+    /// `cache_memlimit` a client sent is used, else 256.
     #[arg(long, short = 'm')]
     cache_mb: Option<u64>,
     /// Require SASL PLAIN on binary connections, with users from this file
@@ -90,37 +104,54 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reading {}", memory_limit_file.display()))?
             .unwrap_or(DEFAULT_CACHE_MB),
     };
-    // A quarter of the memory goes to the cache of hot items in front of the engine (a
-    // hash lookup), the rest to the engine: its write buffer and block cache.
     let cache_bytes = cache_mb * 1024 * 1024;
-    let item_cache_bytes = cache_bytes / 4;
-    let engine = FjallEngine::open(
-        &args.data_dir.join("store"),
-        FjallOptions::within(cache_bytes - item_cache_bytes),
-    )
-    .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let sync = match args.sync {
         SyncMode::Always => SyncPolicy::Always,
         SyncMode::Periodic => SyncPolicy::Periodic(Duration::from_millis(args.sync_interval_ms)),
     };
     let max_value_len = usize::try_from(args.max_item_size)?;
-    let store = Store::open(
-        Arc::new(engine),
-        StoreConfig {
-            sync,
-            max_value_len,
-            item_cache_bytes: usize::try_from(item_cache_bytes)?,
-            ..StoreConfig::default()
-        },
-        Clock::System,
-    )?;
+    let store_config = StoreConfig {
+        sync,
+        max_value_len,
+        ..StoreConfig::default()
+    };
+    let store = match args.storage {
+        StorageMode::Persistent => {
+            // A quarter of the memory goes to the cache of hot items in front of the
+            // engine (a hash lookup), the rest to the engine: its write buffer and block
+            // cache.
+            let item_cache_bytes = cache_bytes / 4;
+            let engine = FjallEngine::open(
+                &args.data_dir.join("store"),
+                FjallOptions::within(cache_bytes - item_cache_bytes),
+            )
+            .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
+            let config = StoreConfig {
+                item_cache_bytes: usize::try_from(item_cache_bytes)?,
+                ..store_config
+            };
+            Store::open(Arc::new(engine), config, Clock::System)?
+        }
+        StorageMode::Memory => {
+            // memcached's rule (it refuses -I above half of -m): any item then fits
+            // however full the memory is.
+            anyhow::ensure!(
+                cache_bytes >= 2 * args.max_item_size,
+                "--cache-mb {cache_mb} is too small for --max-item-size {}: memory storage \
+                 needs at least twice the largest item",
+                args.max_item_size
+            );
+            Store::open_in_memory(usize::try_from(cache_bytes)?, store_config, Clock::System)?
+        }
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
-    let sync_description = match sync {
-        SyncPolicy::Always => "always".to_owned(),
-        SyncPolicy::Periodic(every) => format!("periodic {}ms", every.as_millis()),
+    let sync_description = match (args.storage, sync) {
+        (StorageMode::Memory, _) => "none (memory storage)".to_owned(),
+        (_, SyncPolicy::Always) => "always".to_owned(),
+        (_, SyncPolicy::Periodic(every)) => format!("periodic {}ms", every.as_millis()),
     };
     let threads = match args.threads {
         Some(n) => NonZeroUsize::try_from(usize::try_from(n)?)?,
@@ -146,10 +177,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let gateway = Gateway::new(store.clone(), config);
     println!("murakumo {} dev", env!("CARGO_PKG_VERSION"));
     println!("  memcached  {local}  (text, meta and binary protocols)");
-    println!(
-        "  data       {}  (sync {sync_description})",
-        args.data_dir.display()
-    );
+    match args.storage {
+        StorageMode::Persistent => println!(
+            "  data       {}  (sync {sync_description})",
+            args.data_dir.display()
+        ),
+        StorageMode::Memory => println!(
+            "  data       in memory only, {cache_mb} MiB; evicts when full, lost on restart"
+        ),
+    }
 
     let (stop, stopped) = watch::channel(false);
     let asked = Arc::clone(&gateway);
@@ -167,7 +203,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if let Some(reason) = store.failure() {
         anyhow::bail!("storage failed: {reason}");
     }
-    tracing::info!("stopped cleanly; all acknowledged writes are on disk");
+    if store.in_memory() {
+        tracing::info!("stopped cleanly");
+    } else {
+        tracing::info!("stopped cleanly; all acknowledged writes are on disk");
+    }
     Ok(())
 }
 

@@ -318,8 +318,8 @@ fn general(gw: &Gateway) -> Vec<(String, String)> {
         line("curr_items", store.curr_items),
         line("total_items", store.total_items),
         line("bytes", store.bytes),
-        // Persistent storage never evicts a live item to make room.
-        line("evictions", 0),
+        // Only memory mode evicts; persistent storage never drops a live item for room.
+        line("evictions", store.evictions),
         line("reclaimed", store.reclaimed),
         // The crawler is the background sweep (see `lru_crawler`).
         line("crawler_reclaimed", store.reclaimed),
@@ -368,7 +368,16 @@ fn settings(gw: &Gateway) -> Vec<(String, String)> {
         ),
         line("inter", &c.node_name),
         line("verbosity", gw.verbosity.load(Ordering::Relaxed)),
-        line("evictions", "off"),
+        // memcached's `-M` turns evictions off; here the storage mode decides.
+        line("evictions", if gw.store.in_memory() { "on" } else { "off" }),
+        line(
+            "murakumo_storage",
+            if gw.store.in_memory() {
+                "memory"
+            } else {
+                "persistent"
+            },
+        ),
         line("cas_enabled", "yes"),
         line("auth_enabled_sasl", yes_no(c.sasl_users.is_some())),
         line("item_size_max", c.limits.max_value_len),

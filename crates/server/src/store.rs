@@ -960,6 +960,11 @@ impl Store {
         self.shared.failure()
     }
 
+    /// Whether the items live only in memory ([`open_in_memory`](Self::open_in_memory)).
+    pub fn in_memory(&self) -> bool {
+        self.shared.cache.holds_items()
+    }
+
     /// The store's clock.
     pub fn clock(&self) -> &Clock {
         &self.shared.clock
