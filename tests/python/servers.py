@@ -39,7 +39,7 @@ class ManagedServer:
                  sync: str | None = None, max_connections: int | None = None,
                  idle_timeout: int | None = None, max_item_size: int | None = None,
                  cache_mb: int | None = None, sync_interval_ms: int | None = None,
-                 enable_shutdown: bool = False):
+                 enable_shutdown: bool = False, storage: str | None = None):
         if kind not in ("murakumo", "memcached"):
             raise ValueError(f"unknown server kind {kind!r}")
         self.kind = kind
@@ -54,6 +54,8 @@ class ManagedServer:
         self.cache_mb = cache_mb
         self.sync_interval_ms = sync_interval_ms
         self.enable_shutdown = enable_shutdown
+        # murakumo's --storage; memcached only ever keeps items in memory.
+        self.storage = storage
         self.host = "127.0.0.1"
         self.port = 0
         self.proc: subprocess.Popen | None = None
@@ -83,6 +85,8 @@ class ManagedServer:
             # dev may serve HTTP on a fixed default port; several test servers
             # run at once, so each gets its own.
             argv += ["--http", f"{self.host}:{free_port()}"]
+        if self.storage is not None:
+            argv += ["--storage", self.storage]
         if self.sync is not None:
             argv += ["--sync", self.sync]
         if self.max_connections is not None:

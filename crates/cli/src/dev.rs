@@ -137,8 +137,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             // however full the memory is.
             anyhow::ensure!(
                 cache_bytes >= 2 * args.max_item_size,
-                "--cache-mb {cache_mb} is too small for --max-item-size {}: memory storage \
-                 needs at least twice the largest item",
+                "--cache-mb {cache_mb} is too small: memory storage needs at least twice the \
+                 item size limit (--max-item-size {})",
                 args.max_item_size
             );
             Store::open_in_memory(usize::try_from(cache_bytes)?, store_config, Clock::System)?
