@@ -130,3 +130,17 @@ def test_a_limit_below_twice_the_item_size_is_refused(target, murakumo_bin, requ
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode != 0
     assert "item size" in (done.stdout + done.stderr).lower()
+
+
+def test_cache_memlimit_applies_at_once(server_factory):
+    srv = server_factory(storage="memory", cache_mb=64)
+    conn = Conn(*srv.addr)
+    assert conn.cmd(f"cache_memlimit {LIMIT_MB}") == b"OK"
+    assert int(conn.stats()["limit_maxbytes"]) == LIMIT_MB * 1024 * 1024
+    assert int(conn.stats("settings")["maxbytes"]) == LIMIT_MB * 1024 * 1024
+    # The same 30 MB as above now fits only as well as into -m 8.
+    keys = [f"item:{i:06d}" for i in range(100_000)]
+    set_many(conn, keys)
+    stats = conn.stats()
+    assert int(stats["evictions"]) > 0
+    assert 15_000 < int(stats["curr_items"]) < 50_000, stats

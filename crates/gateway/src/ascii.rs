@@ -374,10 +374,18 @@ impl Connection {
 
 impl Connection {
     /// `cache_memlimit`: record the limit for the next start (see
-    /// [`GatewayConfig::memory_limit_file`](crate::GatewayConfig::memory_limit_file)).
+    /// [`GatewayConfig::memory_limit_file`](crate::GatewayConfig::memory_limit_file)),
+    /// and with memory storage apply it now as well, as memcached does.
     fn cache_memlimit(&mut self, megabytes: u64) -> &'static [u8] {
         if megabytes < crate::config::MIN_MEMORY_LIMIT_MB {
             return b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n";
+        }
+        let store = &self.gateway.store;
+        if store.in_memory()
+            && !usize::try_from(megabytes.saturating_mul(1024 * 1024))
+                .is_ok_and(|bytes| store.set_memory_limit(bytes))
+        {
+            return b"MEMLIMIT_TOO_SMALL cannot set maxbytes below twice the item size limit\r\n";
         }
         let Some(file) = &self.gateway.config.memory_limit_file else {
             return b"SERVER_ERROR this node has no place to record a memory limit\r\n";
@@ -387,10 +395,14 @@ impl Connection {
                 self.gateway
                     .requested_memory_limit_mb
                     .store(megabytes, Ordering::Relaxed);
-                tracing::info!(
-                    megabytes,
-                    "cache_memlimit recorded; it takes effect at the next start"
-                );
+                if self.gateway.store.in_memory() {
+                    tracing::info!(megabytes, "cache_memlimit applied and recorded");
+                } else {
+                    tracing::info!(
+                        megabytes,
+                        "cache_memlimit recorded; it takes effect at the next start"
+                    );
+                }
                 b"OK\r\n"
             }
             Err(err) => {

@@ -324,7 +324,7 @@ fn general(gw: &Gateway) -> Vec<(String, String)> {
         // The crawler is the background sweep (see `lru_crawler`).
         line("crawler_reclaimed", store.reclaimed),
         line("crawler_items_checked", store.sweep_records),
-        line("limit_maxbytes", gw.config.memory_limit_mb * 1024 * 1024),
+        line("limit_maxbytes", memory_limit(gw)),
         // `watch`: lines are only ever dropped per watcher, never before (no worker
         // buffer to overflow), so `log_worker_dropped` stays 0.
         line("log_worker_dropped", 0),
@@ -352,10 +352,19 @@ fn general(gw: &Gateway) -> Vec<(String, String)> {
     lines
 }
 
+/// The memory limit in effect, in bytes: memory storage applies `cache_memlimit` at once,
+/// persistent storage at the next start.
+fn memory_limit(gw: &Gateway) -> u64 {
+    match gw.store.memory_limit() {
+        Some(bytes) => bytes as u64,
+        None => gw.config.memory_limit_mb * 1024 * 1024,
+    }
+}
+
 fn settings(gw: &Gateway) -> Vec<(String, String)> {
     let c = &gw.config;
     vec![
-        line("maxbytes", c.memory_limit_mb * 1024 * 1024),
+        line("maxbytes", memory_limit(gw)),
         line(
             "murakumo_maxbytes_next_start",
             gw.requested_memory_limit_mb.load(Ordering::Relaxed) * 1024 * 1024,

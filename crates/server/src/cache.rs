@@ -95,7 +95,8 @@ pub(crate) struct ItemCache {
 /// largest value. With a single bound any record up to the limit fits, and the evictions
 /// that make room for it are taken from every shard in turn.
 struct MemoryBound {
-    limit: usize,
+    /// Changed while serving by `cache_memlimit` (see [`ItemCache::set_limit`]).
+    limit: AtomicUsize,
     /// Bytes held by all shards together. Only the writer inserts and removes in memory
     /// mode, so this has one writer and relaxed readers (`stats`).
     bytes: AtomicUsize,
@@ -116,6 +117,10 @@ struct Shard {
 /// `Arc`) was a sixth of the server's time on a 100 KiB get load, and next to a record that
 /// large a separate allocation for its key costs nothing worth counting.
 const SHARE_FROM: usize = 4096;
+
+/// Evictions a write makes, in memory mode, beyond the room it needs itself, while the
+/// table is over a limit that `cache_memlimit` lowered.
+const EXTRA_EVICTIONS_PER_STORE: usize = 16;
 
 /// Slots a partition walk reads under one hold of its shard's lock (see
 /// [`ItemCache::scan_heads`]): a few thousand slots, tens of microseconds.
@@ -509,7 +514,7 @@ impl ItemCache {
     pub(crate) fn holding_items(limit: usize) -> Self {
         Self {
             memory: Some(MemoryBound {
-                limit,
+                limit: AtomicUsize::new(limit),
                 bytes: AtomicUsize::new(0),
                 next_victim_shard: AtomicUsize::new(0),
             }),
@@ -691,16 +696,21 @@ impl ItemCache {
         let hash = key_hash(key);
         // Built before the lock, as in `update`: readers of the shard wait for no copying.
         let block = record.map(|record| Block::new(key, record));
+        // The bytes this change adds, which evictions must free (at least, while the
+        // table is over its limit).
+        let mut owed;
         {
             let mut guard = self.shards[Self::shard_of(key)].lock();
             guard.generation += 1;
+            let mut removed = 0;
             if let Some(at) = guard.table.position(hash, key) {
-                let old = guard.table.remove_at(at);
-                guard.bytes -= old.cost();
-                bound.bytes.fetch_sub(old.cost(), Ordering::Relaxed);
+                removed = guard.table.remove_at(at).cost();
+                guard.bytes -= removed;
+                bound.bytes.fetch_sub(removed, Ordering::Relaxed);
             }
             let Some(block) = block else { return };
             let cost = block.cost();
+            owed = cost.saturating_sub(removed);
             guard.bytes += cost;
             bound.bytes.fetch_add(cost, Ordering::Relaxed);
             // The old version and the new must never both be missing, so the new one
@@ -709,12 +719,40 @@ impl ItemCache {
             guard.table.insert_new(hash, block, None);
         }
         let spare = (slot_hash(hash), key);
-        while bound.bytes.load(Ordering::Relaxed) > bound.limit {
+        let limit = bound.limit.load(Ordering::Relaxed);
+        // Once this change is paid for, a table still over its limit (the limit was
+        // lowered) gets down to it a few evictions per write, rather than all at once
+        // inside one.
+        let mut extra = EXTRA_EVICTIONS_PER_STORE;
+        while bound.bytes.load(Ordering::Relaxed) > limit {
+            if owed == 0 {
+                if extra == 0 {
+                    break;
+                }
+                extra -= 1;
+            }
             let Some(victim) = self.evict_from_next_shard(bound, spare) else {
                 break;
             };
+            owed = owed.saturating_sub(victim.cost());
             evicted(victim.key(), victim.record_bytes().len());
         }
+    }
+
+    /// Memory mode: the table's limit from now on (`cache_memlimit`). A lower one is
+    /// reached as writes come, [`EXTRA_EVICTIONS_PER_STORE`] evictions each beyond the
+    /// room they need themselves.
+    pub(crate) fn set_limit(&self, limit: usize) {
+        if let Some(bound) = &self.memory {
+            bound.limit.store(limit, Ordering::Relaxed);
+        }
+    }
+
+    /// Memory mode: the table's limit in bytes.
+    pub(crate) fn limit(&self) -> Option<usize> {
+        self.memory
+            .as_ref()
+            .map(|bound| bound.limit.load(Ordering::Relaxed))
     }
 
     /// Takes one entry out of the next shard that holds any, for [`store`](Self::store).

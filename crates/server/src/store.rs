@@ -441,6 +441,8 @@ pub struct Store {
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
     /// The sweeper, which returns what it knows when it stops (see [`Store::shutdown`]).
     sweeper: Arc<Mutex<Option<JoinHandle<SweepKnowledge>>>>,
+    /// The largest value the store builds (`StoreConfig::max_value_len`).
+    max_value_len: usize,
 }
 
 impl std::fmt::Debug for Store {
@@ -585,6 +587,7 @@ impl Store {
             writer,
             threads: Arc::new(Mutex::new(threads)),
             sweeper: Arc::new(Mutex::new(Some(sweeper))),
+            max_value_len: config.max_value_len,
         })
     }
 
@@ -963,6 +966,24 @@ impl Store {
     /// Whether the items live only in memory ([`open_in_memory`](Self::open_in_memory)).
     pub fn in_memory(&self) -> bool {
         self.shared.cache.holds_items()
+    }
+
+    /// In memory storage, the bytes the items may take (`limit_maxbytes`); `None` in
+    /// persistent storage.
+    pub fn memory_limit(&self) -> Option<usize> {
+        self.shared.cache.limit()
+    }
+
+    /// In memory storage, changes the bytes the items may take (`cache_memlimit`), as
+    /// memcached does while it runs: a lower limit is reached by evicting a few items
+    /// more with each write. Refused (false) below twice the largest value, which
+    /// memcached refuses at start, or in persistent storage.
+    pub fn set_memory_limit(&self, bytes: usize) -> bool {
+        if !self.in_memory() || bytes < 2 * self.max_value_len {
+            return false;
+        }
+        self.shared.cache.set_limit(bytes);
+        true
     }
 
     /// The store's clock.

@@ -159,3 +159,38 @@ async fn items_in_use_outlive_the_rest() {
     );
     store.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_lowered_limit_is_reached_a_few_evictions_per_write() {
+    let config = StoreConfig {
+        max_value_len: 64 * 1024,
+        ..StoreConfig::default()
+    };
+    let store = Store::open_in_memory(4 << 20, config, Clock::manual(T0)).unwrap();
+    for i in 0..12_000 {
+        store
+            .store(NS, set(&format!("key{i:05}"), 200, 1))
+            .await
+            .unwrap();
+    }
+    let full = store.stats().cached_bytes;
+    assert!(full > 3 << 20, "{full}");
+    assert!(!store.set_memory_limit(64 * 1024), "below twice the largest value");
+    assert!(store.set_memory_limit(1 << 20));
+    assert_eq!(store.memory_limit(), Some(1 << 20));
+    // One write does not pay for all of it...
+    store.store(NS, set("next", 200, 2)).await.unwrap();
+    let evicted = store.stats().evictions;
+    assert!((1..=20).contains(&evicted), "{evicted} evictions in one write");
+    // ... but the writes that follow get there.
+    for i in 0..1_000 {
+        store
+            .store(NS, set(&format!("next{i:04}"), 200, 2))
+            .await
+            .unwrap();
+    }
+    assert!(store.stats().cached_bytes <= 1 << 20);
+    let stats = store.stats();
+    assert_eq!(stats.curr_items, 12_000 + 1_001 - stats.evictions);
+    store.shutdown().await;
+}
