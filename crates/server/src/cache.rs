@@ -292,8 +292,8 @@ impl Slot {
     }
 }
 
-/// The bit of [`Slot::tag`] that says the entry was used (entered the table, or was read)
-/// since the eviction hand last passed it.
+/// The bit of [`Slot::tag`] that says the entry was read since the eviction hand last
+/// passed it (see [`Table::evict`]).
 const REFERENCED: u32 = 1 << 31;
 
 /// What a slot keeps of a key's hash: the bits below [`REFERENCED`].

@@ -12,6 +12,8 @@
 //!   them against the current state, and commits them in groups: one engine batch and at
 //!   most one fsync per group ([`SyncPolicy`]);
 //! - a sweeper reclaims expired and flushed records in the background;
+//! - in memory storage ([`Store::open_in_memory`]) there is no engine for items: the item
+//!   cache's table is their only copy, within a byte bound, and evicts to stay in it;
 //! - an engine failure takes the store out of service ([`StoreError::Unavailable`]).
 
 mod access;

@@ -464,9 +464,9 @@ impl Store {
     }
 
     /// Opens an empty store whose items live only in memory, within `limit_bytes` (DESIGN
-    /// §3's `memory` storage mode, memcached's `-m`): the least recently stored or read
-    /// items are evicted to make room (counted in `evictions`), nothing is written to
-    /// disk, and nothing survives a restart. `config.item_cache_bytes` and `config.sync`
+    /// §3's `memory` storage mode, memcached's `-m`): items are evicted to make room,
+    /// least recently used first as CLOCK approximates it (counted in `evictions`),
+    /// nothing is written to disk, and nothing survives a restart. `config.item_cache_bytes` and `config.sync`
     /// do not apply.
     ///
     /// Why the items live in the item cache's table rather than in an engine: a read is

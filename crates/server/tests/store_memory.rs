@@ -175,13 +175,19 @@ async fn a_lowered_limit_is_reached_a_few_evictions_per_write() {
     }
     let full = store.stats().cached_bytes;
     assert!(full > 3 << 20, "{full}");
-    assert!(!store.set_memory_limit(64 * 1024), "below twice the largest value");
+    assert!(
+        !store.set_memory_limit(64 * 1024),
+        "below twice the largest value"
+    );
     assert!(store.set_memory_limit(1 << 20));
     assert_eq!(store.memory_limit(), Some(1 << 20));
     // One write does not pay for all of it...
     store.store(NS, set("next", 200, 2)).await.unwrap();
     let evicted = store.stats().evictions;
-    assert!((1..=20).contains(&evicted), "{evicted} evictions in one write");
+    assert!(
+        (1..=20).contains(&evicted),
+        "{evicted} evictions in one write"
+    );
     // ... but the writes that follow get there.
     for i in 0..1_000 {
         store
