@@ -133,10 +133,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             Store::open(Arc::new(engine), config, Clock::System)?
         }
         StorageMode::Memory => {
-            // memcached's rule (it refuses -I above half of -m): any item then fits
-            // however full the memory is.
             anyhow::ensure!(
-                cache_bytes >= 2 * args.max_item_size,
+                usize::try_from(cache_bytes)? >= store_config.smallest_memory_limit(),
                 "--cache-mb {cache_mb} is too small: memory storage needs at least twice the \
                  item size limit (--max-item-size {})",
                 args.max_item_size

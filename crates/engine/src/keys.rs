@@ -42,11 +42,7 @@ impl ItemKey {
 
     /// Decodes an engine key; `None` if it is too short to carry the prefix.
     pub fn decode(encoded: &Bytes) -> Option<Self> {
-        if encoded.len() < PARTITION_PREFIX_LEN {
-            return None;
-        }
-        let namespace = u32::from_be_bytes([encoded[0], encoded[1], encoded[2], encoded[3]]);
-        let partition = u16::from_be_bytes([encoded[4], encoded[5]]);
+        let (namespace, partition) = place_of(encoded)?;
         Some(Self {
             namespace,
             partition,
@@ -75,6 +71,16 @@ pub fn item_key(namespace: NamespaceId, partition: PartitionId, user_key: &[u8])
     key.extend_from_slice(&prefix);
     key.extend_from_slice(user_key);
     LookupKey::from_vec(key)
+}
+
+/// The namespace and partition an engine key belongs to, read from its prefix without
+/// copying the key; `None` if it is too short to carry the prefix.
+pub fn place_of(key: &[u8]) -> Option<(NamespaceId, PartitionId)> {
+    let ([n0, n1, n2, n3, p0, p1], _) = key.split_first_chunk::<PARTITION_PREFIX_LEN>()?;
+    Some((
+        NamespaceId::from_be_bytes([*n0, *n1, *n2, *n3]),
+        PartitionId::from_be_bytes([*p0, *p1]),
+    ))
 }
 
 /// The prefix shared by every key of one partition.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
 use murakumo_engine::KeyHead;
-use murakumo_engine::keys::PARTITION_PREFIX_LEN;
+use murakumo_engine::keys::place_of;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 use triomphe::ThinArc;
@@ -540,10 +540,7 @@ impl ItemCache {
     /// mode; later, partition moves) reads one shard. Partitions are already a hash of
     /// the key, so the shards fill as evenly as they would by the key's hash.
     fn shard_of(key: &[u8]) -> usize {
-        match key.get(4..PARTITION_PREFIX_LEN) {
-            Some(&[high, low]) => usize::from(u16::from_be_bytes([high, low])) % SHARDS,
-            _ => 0,
-        }
+        place_of(key).map_or(0, |(_, partition)| usize::from(partition) % SHARDS)
     }
 
     /// The cached record of `key`, if any. For the writer, which is the only updater, so

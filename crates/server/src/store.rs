@@ -101,6 +101,15 @@ pub struct StoreConfig {
     pub item_cache_bytes: usize,
 }
 
+impl StoreConfig {
+    /// The smallest memory limit of a store in memory storage: twice the largest value,
+    /// the rule memcached applies to `-m` and `-I`. Any item then fits however full the
+    /// memory is, by evicting others.
+    pub fn smallest_memory_limit(&self) -> usize {
+        2 * self.max_value_len
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
@@ -441,8 +450,8 @@ pub struct Store {
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
     /// The sweeper, which returns what it knows when it stops (see [`Store::shutdown`]).
     sweeper: Arc<Mutex<Option<JoinHandle<SweepKnowledge>>>>,
-    /// The largest value the store builds (`StoreConfig::max_value_len`).
-    max_value_len: usize,
+    /// [`StoreConfig::smallest_memory_limit`], for `set_memory_limit`.
+    smallest_memory_limit: usize,
 }
 
 impl std::fmt::Debug for Store {
@@ -587,7 +596,7 @@ impl Store {
             writer,
             threads: Arc::new(Mutex::new(threads)),
             sweeper: Arc::new(Mutex::new(Some(sweeper))),
-            max_value_len: config.max_value_len,
+            smallest_memory_limit: config.smallest_memory_limit(),
         })
     }
 
@@ -979,7 +988,7 @@ impl Store {
     /// more with each write. Refused (false) below twice the largest value, which
     /// memcached refuses at start, or in persistent storage.
     pub fn set_memory_limit(&self, bytes: usize) -> bool {
-        if !self.in_memory() || bytes < 2 * self.max_value_len {
+        if !self.in_memory() || bytes < self.smallest_memory_limit {
             return false;
         }
         self.shared.cache.set_limit(bytes);

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use murakumo_engine::keys::{NamespaceId, PARTITION_PREFIX_LEN, PartitionId, item_key};
+use murakumo_engine::keys::{NamespaceId, PartitionId, item_key, place_of};
 use murakumo_engine::record::{HEADER_LEN, ItemHeader, ItemState, Record, RecordError};
 use murakumo_engine::{EngineError, Table, WriteBatch};
 use tokio::sync::oneshot;
@@ -873,7 +873,7 @@ impl Writer {
             shared
                 .cache
                 .store(key, record.as_ref(), |victim, record_len| {
-                    let Some(place) = place_of_engine_key(victim) else {
+                    let Some(place) = place_of(victim) else {
                         return;
                     };
                     let value_len = record_len.saturating_sub(HEADER_LEN);
@@ -986,16 +986,6 @@ impl Slot {
     fn place(&self) -> (NamespaceId, PartitionId) {
         (self.namespace, self.partition)
     }
-}
-
-/// The namespace and partition of an engine key the item table handed back (an evicted
-/// entry).
-fn place_of_engine_key(key: &[u8]) -> Option<(NamespaceId, PartitionId)> {
-    let ([n0, n1, n2, n3, p0, p1], _) = key.split_first_chunk::<PARTITION_PREFIX_LEN>()?;
-    Some((
-        NamespaceId::from_be_bytes([*n0, *n1, *n2, *n3]),
-        PartitionId::from_be_bytes([*p0, *p1]),
-    ))
 }
 
 /// Bits of a generated CAS that hold the partition.
